@@ -1,0 +1,2 @@
+//! Filesystem primitives.
+pub mod pattern;
