@@ -1,0 +1,207 @@
+//! The command line (SPEC §5). The only place that knows about exit codes,
+//! stdin/stdout and terminals.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::compile::{compile, compile_ir, Compiled, Strategy};
+use crate::graph::GraphError;
+use crate::{parse_input, Input};
+
+/// Exit code: the input or the command line is invalid.
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hardmerge",
+    version,
+    about = "Compile BuildKit-style filesystem op graphs into hard-linked merges",
+    long_about = "hardmerge reads a DAG of filesystem ops (sources, mkdir/mkfile/rm/symlink, copy, \
+merge, diff, with_directory/with_file) as JSON, compiles every copy into a merge layer that \
+hard-links wherever no owner, mode or timestamp changes, and explains each decision.",
+    after_help = "Examples:\n  hardmerge explain fixtures/example.json\n  hardmerge compile fixtures/example.json -o plan.json\n  hardmerge dot --compiled fixtures/example.json | dot -Tsvg > plan.svg"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StrategyArg {
+    /// Hard-link wherever no owner, mode or timestamp changes.
+    Hardlink,
+    /// The reference: copy every byte.
+    Copy,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Strategy {
+        match s {
+            StrategyArg::Hardlink => Strategy::Hardlink,
+            StrategyArg::Copy => Strategy::Copy,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile a graph to the IR (JSON, keys sorted, ops in dependency order).
+    #[command(
+        after_help = "Examples:\n  hardmerge compile fixtures/example.json\n  hardmerge compile graph.json --strategy copy -o reference.json\n  cat graph.json | hardmerge compile -"
+    )]
+    Compile {
+        /// The graph (or a compiled IR) as JSON: a file path, or `-` for stdin.
+        graph: String,
+        /// Which strategy layers use.
+        #[arg(long, value_enum, default_value = "hardlink")]
+        strategy: StrategyArg,
+        /// Write the IR to this file instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print every rewrite decision, one line each: op, from -> to, [rule], reason.
+    #[command(
+        after_help = "Example:\n  hardmerge explain fixtures/example.json\n  out: with_directory -> merge[base, placed with_directory] (link) [placed-merge] placed at /srv/app, filtered; ..."
+    )]
+    Explain {
+        /// The graph as JSON: a file path, or `-` for stdin.
+        graph: String,
+        /// Which strategy layers use.
+        #[arg(long, value_enum, default_value = "hardlink")]
+        strategy: StrategyArg,
+    },
+    /// Print the graph (or, with --compiled, the IR) in Graphviz dot.
+    #[command(
+        after_help = "Examples:\n  hardmerge dot fixtures/example.json | dot -Tsvg > graph.svg\n  hardmerge dot --compiled fixtures/example.json | dot -Tpng > ir.png"
+    )]
+    Dot {
+        /// The graph as JSON: a file path, or `-` for stdin.
+        graph: String,
+        /// Render the compiled IR instead of the input graph.
+        #[arg(long)]
+        compiled: bool,
+        /// With --compiled, which strategy layers use.
+        #[arg(long, value_enum, default_value = "hardlink")]
+        strategy: StrategyArg,
+    },
+}
+
+/// A failed command: its exit code and message.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code (SPEC §5).
+    pub code: u8,
+    /// The message, printed after `error: `.
+    pub message: String,
+}
+
+impl From<GraphError> for Failure {
+    fn from(e: GraphError) -> Failure {
+        Failure {
+            code: EXIT_INVALID,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn read_text(arg: &str) -> Result<String, Failure> {
+    let mut text = String::new();
+    let result = if arg == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read(arg).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map(|s| text = s)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })
+    };
+    let shown = if arg == "-" { "stdin" } else { arg };
+    result.map_err(|e| Failure {
+        code: EXIT_INVALID,
+        message: format!("cannot read graph {shown}: {e}"),
+    })?;
+    Ok(text)
+}
+
+fn compile_input(arg: &str, strategy: Strategy) -> Result<Compiled, Failure> {
+    let text = read_text(arg)?;
+    Ok(match parse_input(&text)? {
+        Input::Graph(g) => compile(&g, strategy),
+        Input::Ir(ir) => compile_ir(ir, strategy),
+    })
+}
+
+fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
+    let result = match path {
+        Some(p) => std::fs::write(p, text),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|_| out.flush())
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is not a failure of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure {
+            code: 1,
+            message: match path {
+                Some(p) => format!("cannot write {}: {e}", p.display()),
+                None => format!("cannot write to stdout: {e}"),
+            },
+        }),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Compile {
+            graph,
+            strategy,
+            output,
+        } => {
+            let compiled = compile_input(&graph, strategy.into())?;
+            write_out(output.as_deref(), &compiled.to_json_pretty())
+        }
+        Command::Explain { graph, strategy } => {
+            let compiled = compile_input(&graph, strategy.into())?;
+            write_out(None, &compiled.explain())
+        }
+        Command::Dot {
+            graph,
+            compiled,
+            strategy,
+        } => {
+            let text = read_text(&graph)?;
+            let input = parse_input(&text)?;
+            let dot = match (input, compiled) {
+                (Input::Graph(g), false) => crate::dot::graph_dot(&g),
+                (Input::Graph(g), true) => crate::dot::ir_dot(&compile(&g, strategy.into())),
+                (Input::Ir(ir), _) => crate::dot::ir_dot(&compile_ir(ir, strategy.into())),
+            };
+            write_out(None, &dot)
+        }
+    }
+}
+
+/// Runs the CLI with the process's arguments; returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_INVALID } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

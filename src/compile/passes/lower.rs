@@ -1,0 +1,137 @@
+//! `direct-merge`, `placed-merge`, `kept-copy`: every `copy`,
+//! `with_directory` and `with_file` becomes a merge of its base and a layer
+//! of its source.
+
+use crate::compile::ir::{Ir, IrOp, Layer, NodeId};
+use crate::compile::rewrite::{Rewrite, Rule};
+use crate::compile::Strategy;
+use crate::graph::Placement;
+
+/// Lowers every placement. With [`Strategy::Copy`] every layer of every
+/// merge gets `link: false` (the reference build copies every byte).
+pub fn run(ir: &mut Ir, strategy: Strategy) {
+    let link_allowed = strategy == Strategy::Hardlink;
+    for i in 0..ir.nodes.len() {
+        let node = &ir.nodes[i];
+        let IrOp::Place {
+            base,
+            source,
+            placement,
+        } = &node.op
+        else {
+            if let IrOp::Merge { layers } = &mut ir.nodes[i].op {
+                layers.iter_mut().for_each(|l| l.link &= link_allowed);
+            }
+            continue;
+        };
+        let (base, source, placement) = (*base, *source, placement.clone());
+        let names = node.names.clone();
+        let name = ir.label(i);
+        let source_is_diff = matches!(ir.nodes[source].op, IrOp::Diff { .. });
+        let overrides = placement.overrides();
+        let whole = placement.is_whole_tree_at_root();
+        let (rule, reason, layer_placement, link) = if overrides.any() {
+            let set = overrides.names().join(", ");
+            let reason = format!(
+                "{set} set: a hard link would share the changed inode metadata with the source, so the layer copies"
+            );
+            (Rule::KeptCopy, reason, Some(placement.clone()), false)
+        } else if whole && !source_is_diff {
+            let reason = format!(
+                "the whole tree of `{}` onto /, no filter, no owner/mode/timestamp: a plain layer",
+                ir.label(source)
+            );
+            (Rule::DirectMerge, reason, None, true)
+        } else {
+            let reason = placed_reason(&placement, whole && source_is_diff, &ir.label(source));
+            (Rule::PlacedMerge, reason, Some(placement.clone()), true)
+        };
+        let link = link && link_allowed;
+        let mut layers = Vec::with_capacity(2);
+        if let Some(b) = base {
+            layers.push(plain(b, link_allowed, &names));
+        }
+        layers.push(Layer {
+            input: source,
+            link,
+            names: names.clone(),
+            placement: layer_placement,
+        });
+        let shape = describe_layers(base, rule == Rule::DirectMerge, placement.kind());
+        let to = format!("{shape} ({})", if link { "link" } else { "copy" });
+        let reason = if !link_allowed && rule != Rule::KeptCopy {
+            format!("{reason}; --strategy copy: copied")
+        } else {
+            reason
+        };
+        ir.rewrites.push(Rewrite::new(
+            &name,
+            rule,
+            placement.kind().to_string(),
+            to,
+            reason,
+        ));
+        ir.nodes[i].op = IrOp::Merge { layers };
+    }
+}
+
+fn plain(input: NodeId, link: bool, names: &[String]) -> Layer {
+    Layer {
+        input,
+        link,
+        names: names.to_vec(),
+        placement: None,
+    }
+}
+
+fn describe_layers(base: Option<NodeId>, direct: bool, kind: &str) -> String {
+    let source = if direct {
+        "source".to_string()
+    } else {
+        format!("placed {kind}")
+    };
+    match base {
+        Some(_) => format!("merge[base, {source}]"),
+        None => format!("merge[{source}]"),
+    }
+}
+
+/// Why a placement without overrides is a placed layer, not a plain one.
+fn placed_reason(p: &Placement, diff_source: bool, source: &str) -> String {
+    let mut why = Vec::new();
+    if diff_source {
+        why.push(format!(
+            "the source `{source}` is a diff: placed, it is its exported tree and deletes nothing"
+        ));
+    }
+    match p {
+        Placement::WithDirectory(w) => {
+            if w.path != "/" {
+                why.push(format!("placed at {}", w.path));
+            }
+            if w.source_path != "/" {
+                why.push(format!("source_path {}", w.source_path));
+            }
+            if !w.include.is_empty() || !w.exclude.is_empty() {
+                why.push("filtered".to_string());
+            }
+        }
+        Placement::WithFile(w) => why.push(format!("one file, {} at {}", w.source_path, w.path)),
+        Placement::Copy(c) => {
+            why.push(format!("copy {} to {}", c.src, c.dest));
+            if c.allow_wildcard {
+                why.push("wildcard".to_string());
+            }
+            if !c.include.is_empty() || !c.exclude.is_empty() {
+                why.push("filtered".to_string());
+            }
+            if c.src == "/" && c.dest == "/" && !c.replace_existing {
+                why.push("without replace_existing (type conflicts are errors)".to_string());
+            }
+        }
+    }
+    format!(
+        "{}; no owner/mode/timestamp: a placed layer, hard-linked",
+        why.join(", ")
+    )
+}
