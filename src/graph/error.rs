@@ -58,7 +58,10 @@ impl GraphError {
             op: None,
             kind: None,
             field: None,
-            message: format!("invalid JSON: {message}"),
+            message: match e.classify() {
+                serde_json::error::Category::Data => message,
+                _ => format!("invalid JSON: {message}"),
+            },
             position: (e.line() > 0).then(|| (e.line(), e.column())),
         }
     }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::path;
-use super::value::{Data, Mode, Owner};
+use super::value::{self, Data, Mode, Owner};
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -53,7 +53,11 @@ pub struct Mkdir {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     /// Mtime of what it creates (default: the graph's `epoch`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<i64>,
 }
 
@@ -94,7 +98,11 @@ struct MkfileFields {
     mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<Owner>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     timestamp: Option<i64>,
 }
 
@@ -154,7 +162,11 @@ pub struct Symlink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     /// Its mtime (lutimes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<i64>,
 }
 
@@ -187,7 +199,11 @@ pub struct Copy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Mtime of every copied entry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<i64>,
     /// Follow a final symlink of `src`.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -237,7 +253,11 @@ pub struct WithDirectory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Mtime of every placed entry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<i64>,
 }
 
@@ -256,7 +276,11 @@ pub struct WithFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     /// Its mtime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<i64>,
 }
 

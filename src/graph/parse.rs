@@ -18,8 +18,7 @@ use super::op::{kind_fields, FileAction, Op, Placement, KINDS};
 use super::Graph;
 
 /// The top level of a graph or IR file, before its parts are checked.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(crate) struct RawTop {
     pub version: Option<Value>,
     pub epoch: Option<Value>,
@@ -60,6 +59,40 @@ impl<'de> Visitor<'de> for EntriesVisitor {
             out.push((key, map.next_value::<Value>()?));
         }
         Ok(Entries(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawTop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawTop, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTop;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a graph: an object with version, epoch, ops and outputs")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTop, A::Error> {
+                let mut top = RawTop::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let twice =
+                        || de::Error::custom(format!("top-level field `{key}` is given twice"));
+                    match key.as_str() {
+                        "version" if top.version.is_none() => top.version = Some(map.next_value()?),
+                        "epoch" if top.epoch.is_none() => top.epoch = Some(map.next_value()?),
+                        "ops" if top.ops.is_none() => top.ops = Some(map.next_value()?),
+                        "outputs" if top.outputs.is_none() => top.outputs = Some(map.next_value()?),
+                        "rewrites" if top.rewrites.is_none() => top.rewrites = Some(map.next_value()?),
+                        "version" | "epoch" | "ops" | "outputs" | "rewrites" => return Err(twice()),
+                        _ => {
+                            return Err(de::Error::custom(format!(
+                                "unknown top-level field `{key}` (a graph has version, epoch, ops, outputs)"
+                            )))
+                        }
+                    }
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -152,7 +185,10 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), GraphError> {
     if is_valid_name(name) {
         return Ok(());
     }
-    let shown: String = name.chars().take(40).collect();
+    let mut shown: String = name.chars().take(40).collect();
+    if shown.len() < name.len() {
+        shown.push_str("...");
+    }
     let why = if name.is_empty() {
         "is empty".to_string()
     } else if name.len() > 128 {
@@ -162,7 +198,8 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), GraphError> {
     };
     let message = format!("bad {what} name {shown:?}: a name {why}");
     Err(match what {
-        "op" => GraphError::op(name, None, None, message),
+        "op" if name.len() <= 128 => GraphError::op(name, None, None, message),
+        "op" => GraphError::top(Some("ops"), message),
         _ => GraphError::top(Some("outputs"), message),
     })
 }

@@ -41,10 +41,7 @@ pub fn run() -> Result<()> {
             .status()
             .with_context(|| format!("ci step `{}` failed: could not run {shown}", step.name))?;
         if !status.success() {
-            bail!(
-                "ci step `{}` failed: {shown} exited with {status}",
-                step.name
-            );
+            bail!("ci step `{}` failed: {shown} ({status})", step.name);
         }
     }
     eprintln!("==> ci passed: {}", step_names());
