@@ -212,6 +212,27 @@ impl Data {
     }
 }
 
+/// `deserialize_with` for an optional `timestamp`: integer seconds, with a
+/// message that says so.
+pub(crate) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct TimestampVisitor;
+    impl Visitor<'_> for TimestampVisitor {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("integer seconds since the Unix epoch")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i64>, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("timestamp {v} is out of range")))
+        }
+    }
+    d.deserialize_i64(TimestampVisitor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,25 +275,4 @@ mod tests {
             );
         }
     }
-}
-
-/// `deserialize_with` for an optional `timestamp`: integer seconds, with a
-/// message that says so.
-pub(crate) fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    struct TimestampVisitor;
-    impl Visitor<'_> for TimestampVisitor {
-        type Value = Option<i64>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("integer seconds since the Unix epoch")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
-            Ok(Some(v))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i64>, E> {
-            i64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("timestamp {v} is out of range")))
-        }
-    }
-    d.deserialize_i64(TimestampVisitor)
 }
