@@ -1,3 +1,69 @@
+//! # hardmerge
+//!
+//! Build tools copy directory trees all day (`COPY` in a Dockerfile,
+//! `withDirectory` in Dagger, `FileOp` copies in BuildKit). Most of those
+//! copies change no owner, mode or timestamp, so their files can be hard
+//! links instead. hardmerge takes a DAG of BuildKit-style filesystem ops as
+//! JSON and compiles every copy into a layer of a merge, hard-linked wherever
+//! that changes nothing but speed and disk use.
+//!
+//! ```text
+//! JSON ─► graph::parse_graph ─► Graph (named ops)            graph/
+//!      ─► compile::compile: dead, lower, drop-scratch,        compile/
+//!         flatten, dedupe, fuse ─► Compiled IR (ops by sha256)
+//!      ─► solver and snapshotter (next stage)                 solve/, snapshot/
+//! ```
+//!
+//! ```
+//! use hardmerge::compile::{compile, Strategy};
+//! use hardmerge::graph::{GraphBuilder, Local, Mkdir, WithDirectory};
+//!
+//! let mut g = GraphBuilder::new();
+//! let src = g.local("src", Local::new("app"));
+//! let srv = g.mkdir("srv", None, Mkdir::new("/srv"));
+//! let out = g.with_directory("out", Some(&srv), &src, WithDirectory::new("/srv/app"));
+//! g.output("default", &out);
+//! let compiled = compile(&g.build()?, Strategy::Hardlink);
+//! assert!(compiled.explain().contains("[placed-merge]"));
+//! # Ok::<(), hardmerge::graph::GraphError>(())
+//! ```
+//!
+//! ## Code map
+//!
+//! **[`graph`]**: the input as the user wrote it. `op.rs` holds the op kinds
+//! and their fields, `parse.rs` the JSON reader, `normalize.rs` the checks
+//! serde cannot do (NUL bytes, paths escaping, patterns) and path cleaning,
+//! `builder.rs` the [`graph::GraphBuilder`] for frontends.
+//! - *Invariant*: `graph` knows nothing of the filesystem; a [`graph::Graph`]
+//!   is a value, fully described by its JSON, and the builder and the JSON
+//!   reader make equal graphs from equal inputs.
+//! - *Invariant*: parsing never panics and never recurses deeper than
+//!   serde_json's limit of 128 levels; every error names the op, its kind
+//!   and the field (or the JSON line and column).
+//!
+//! **[`compile`]**: graph to IR. `import.rs` makes one IR node per graph op,
+//! `passes/` holds one file per rule of SPEC §3, `json.rs` the canonical
+//! serialisation and digests, `read.rs` reads a compiled IR back.
+//! - *Invariant*: `compile` never touches the disk; every pass is a function
+//!   from IR to IR that records what it did in `rewrites`.
+//! - *Invariant*: in the IR arena every input has a smaller index than its
+//!   user; passes walk it front to back and never recurse, so a million-op
+//!   chain compiles in constant stack.
+//! - *Invariant*: a rewrite changes how data is written, never the result:
+//!   `flatten` inlines only a merge's first layer, a diff source is never a
+//!   `direct-merge`, `drop-scratch` never replaces a merge by a diff.
+//! - *Invariant*: a digest depends on what an op does, never on op names or
+//!   the order of keys in the input.
+//!
+//! **[`fs`]**: filesystem primitives. `pattern.rs` is the `.dockerignore`
+//! pattern matcher (moby/patternmatcher semantics) used by filters and
+//! wildcards.
+//!
+//! **[`dot`]**: Graphviz renderings of a graph and of a compiled IR.
+//!
+//! **[`cli`]**: the command line.
+//! - *Invariant*: the CLI is the only place that knows about exit codes,
+//!   stdin/stdout and terminals.
 pub mod cli;
 pub mod compile;
 pub mod dot;
