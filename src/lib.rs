@@ -69,6 +69,7 @@ pub mod compile;
 pub mod dot;
 pub mod fs;
 pub mod graph;
+pub mod tree;
 
 use compile::Ir;
 use graph::{Graph, GraphError};

@@ -1,0 +1,333 @@
+//! The canonical manifest of a tree and its digest (SPEC §6), and the
+//! record a snapshot keeps of its tree.
+//!
+//! Two trees are equal exactly when their manifests are: same paths, and for
+//! each the type, permission bits, owner, mtime, content, symlink target,
+//! device number, xattrs and hardlink grouping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{split_path, Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
+
+/// One manifest entry, its fields in the order SPEC §6 gives (the digest
+/// hashes them in that order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path from the root, no leading `/`; non-UTF-8 bytes as `\xNN`.
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `fifo`, `char`, `block` or `socket`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits, four octal digits.
+    pub mode: String,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Files: size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Files: hex sha256 of the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Symlinks: the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Devices: the device number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<u64>,
+    /// Extended attributes: name to base64 value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<BTreeMap<String, String>>,
+    /// Files: the first path of the hardlink group, when not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Writes bytes as UTF-8, with `\xNN` for every byte that is not part of
+/// valid UTF-8.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+/// Every entry of a tree with its path, sorted by path bytes.
+pub fn sorted_entries(tree: &Tree) -> Vec<(Vec<u8>, NodeId)> {
+    let mut all = tree.walk(Tree::ROOT);
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+fn meta_fields(meta: &Meta) -> (String, Option<BTreeMap<String, String>>) {
+    let xattrs = (!meta.xattrs.is_empty()).then(|| {
+        meta.xattrs
+            .iter()
+            .map(|(k, v)| (escape_bytes(k), b64(v)))
+            .collect()
+    });
+    (format!("{:04o}", meta.mode & 0o7777), xattrs)
+}
+
+/// The manifest of a tree (root excluded, sorted by path bytes).
+pub fn manifest(tree: &Tree) -> Vec<Entry> {
+    let entries = sorted_entries(tree);
+    let mut first_name: HashMap<InodeId, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, (path, id)) in entries.iter().enumerate() {
+        let node = tree.node(*id);
+        let meta = tree.meta(*id);
+        let (mode, xattrs) = meta_fields(meta);
+        let mut e = Entry {
+            path: escape_bytes(path),
+            kind: node.kind.type_name().to_string(),
+            mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            size: None,
+            sha256: None,
+            target: None,
+            rdev: None,
+            xattrs,
+            link: None,
+        };
+        match &node.kind {
+            Kind::File(i) => {
+                let inode = tree.inode(*i);
+                e.size = Some(inode.size);
+                e.sha256 = Some(hex::encode(inode.sha256));
+                match first_name.get(i) {
+                    Some(&f) => e.link = Some(escape_bytes(&entries[f].0)),
+                    None => {
+                        first_name.insert(*i, k);
+                    }
+                }
+            }
+            Kind::Symlink(t) => e.target = Some(escape_bytes(t)),
+            Kind::Char(r) | Kind::Block(r) => e.rdev = Some(*r),
+            _ => {}
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// The digest of a manifest: `sha256:` and the hex sha256 of the array
+/// serialised without spaces, fields in manifest order.
+pub fn digest_of(entries: &[Entry]) -> String {
+    let bytes = serde_json::to_vec(entries).expect("serialise");
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The tree digest of a tree.
+pub fn tree_digest(tree: &Tree) -> String {
+    digest_of(&manifest(tree))
+}
+
+/// What a snapshot records of its tree: enough to rebuild the [`Tree`]
+/// (with every file's origin in the snapshot) without reading the disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The tree digest at commit.
+    pub digest: String,
+    /// Whether the tree is a diff.
+    #[serde(default)]
+    pub is_diff: bool,
+    /// A diff's deletions (base64 of the path bytes).
+    #[serde(default)]
+    pub deletions: Vec<String>,
+    /// The entries.
+    pub entries: Vec<RecordEntry>,
+}
+
+/// One entry of a [`Record`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordEntry {
+    /// The manifest entry.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// The exact path bytes, when `entry.path` had to escape some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    /// The exact symlink target bytes, when escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_target: Option<String>,
+    /// The exact xattr names, when some were escaped (base64 name to base64 value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_xattrs: Option<BTreeMap<String, String>>,
+    /// A diff's structural parent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub structural: bool,
+    /// Files: `[st_dev, st_ino]` of the stored file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phys: Option<(u64, u64)>,
+}
+
+/// The record of a tree, as it is stored (its files at their paths).
+pub fn record(tree: &Tree) -> Record {
+    let entries = sorted_entries(tree);
+    let manifest = manifest(tree);
+    let digest = digest_of(&manifest);
+    let records = manifest
+        .into_iter()
+        .zip(&entries)
+        .map(|(entry, (path, id))| {
+            let node = tree.node(*id);
+            let meta = tree.meta(*id);
+            let raw_path = std::str::from_utf8(path).is_err().then(|| b64(path));
+            let raw_target = match &node.kind {
+                Kind::Symlink(t) if std::str::from_utf8(t).is_err() => Some(b64(t)),
+                _ => None,
+            };
+            let raw_xattrs = meta
+                .xattrs
+                .keys()
+                .any(|k| std::str::from_utf8(k).is_err())
+                .then(|| meta.xattrs.iter().map(|(k, v)| (b64(k), b64(v))).collect());
+            let phys = match node.kind {
+                Kind::File(i) => tree.inode(i).phys,
+                _ => None,
+            };
+            RecordEntry {
+                entry,
+                raw_path,
+                raw_target,
+                raw_xattrs,
+                structural: node.structural,
+                phys,
+            }
+        })
+        .collect();
+    Record {
+        digest,
+        is_diff: tree.is_diff,
+        deletions: tree.deletions.iter().map(|d| b64(d)).collect(),
+        entries: records,
+    }
+}
+
+/// Why a record cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("damaged snapshot record: {0}")]
+pub struct RecordError(pub String);
+
+/// Rebuilds the tree of a record whose files are stored under `root`.
+pub fn tree_from_record(rec: &Record, root: &Arc<PathBuf>) -> Result<Tree, RecordError> {
+    let bad = |m: String| RecordError(m);
+    let mut tree = Tree::new();
+    tree.is_diff = rec.is_diff;
+    for d in &rec.deletions {
+        tree.deletions
+            .push(unb64(d).ok_or_else(|| bad(format!("deletion {d:?}")))?);
+    }
+    let mut by_path: HashMap<String, InodeId> = HashMap::new();
+    for r in &rec.entries {
+        let e = &r.entry;
+        let path = match &r.raw_path {
+            Some(p) => unb64(p).ok_or_else(|| bad(format!("path {p:?}")))?,
+            None => e.path.as_bytes().to_vec(),
+        };
+        let mode = u32::from_str_radix(&e.mode, 8).map_err(|_| bad(format!("mode {:?}", e.mode)))?;
+        let mut xattrs = BTreeMap::new();
+        match &r.raw_xattrs {
+            Some(raw) => {
+                for (k, v) in raw {
+                    let k = unb64(k).ok_or_else(|| bad("xattr name".into()))?;
+                    let v = unb64(v).ok_or_else(|| bad("xattr value".into()))?;
+                    xattrs.insert(k, v);
+                }
+            }
+            None => {
+                for (k, v) in e.xattrs.iter().flatten() {
+                    let v = unb64(v).ok_or_else(|| bad("xattr value".into()))?;
+                    xattrs.insert(k.as_bytes().to_vec(), v);
+                }
+            }
+        }
+        let meta = Meta {
+            mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+            xattrs,
+        };
+        let (parent_path, name) = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], &path[..]),
+        };
+        let parent = tree
+            .lookup(parent_path)
+            .filter(|p| tree.node(*p).kind.is_dir())
+            .ok_or_else(|| bad(format!("{} has no parent directory", e.path)))?;
+        if name.is_empty() || split_path(name).count() != 1 {
+            return Err(bad(format!("bad name in {}", e.path)));
+        }
+        let id = match e.kind.as_str() {
+            "dir" => tree.add_node(Node::dir(meta)),
+            "file" => {
+                let linked = e.link.as_ref().and_then(|first| by_path.get(first.as_str()).copied());
+                let inode = match linked {
+                    Some(i) => i,
+                    None => {
+                        let sha = e
+                            .sha256
+                            .as_deref()
+                            .and_then(|h| hex::decode(h).ok())
+                            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                            .ok_or_else(|| bad(format!("sha256 of {}", e.path)))?;
+                        tree.add_inode(Inode {
+                            meta,
+                            size: e.size.unwrap_or(0),
+                            sha256: sha,
+                            origin: Origin::Stored {
+                                root: root.clone(),
+                                path: path.clone(),
+                            },
+                            link: true,
+                            phys: r.phys,
+                        })
+                    }
+                };
+                by_path.insert(e.path.clone(), inode);
+                tree.add_node(Node::other(Kind::File(inode), Meta::default()))
+            }
+            "symlink" => {
+                let target = match &r.raw_target {
+                    Some(t) => unb64(t).ok_or_else(|| bad("target".into()))?,
+                    None => e.target.clone().unwrap_or_default().into_bytes(),
+                };
+                tree.add_node(Node::other(Kind::Symlink(target), meta))
+            }
+            "fifo" => tree.add_node(Node::other(Kind::Fifo, meta)),
+            "socket" => tree.add_node(Node::other(Kind::Socket, meta)),
+            "char" => tree.add_node(Node::other(Kind::Char(e.rdev.unwrap_or(0)), meta)),
+            "block" => tree.add_node(Node::other(Kind::Block(e.rdev.unwrap_or(0)), meta)),
+            other => return Err(bad(format!("type {other:?}"))),
+        };
+        tree.node_mut(id).structural = r.structural;
+        tree.attach(parent, name, id);
+    }
+    Ok(tree)
+}
