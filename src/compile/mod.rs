@@ -115,7 +115,8 @@ pub fn compile_ir(mut ir: Ir, strategy: Strategy) -> Compiled {
         passes::dedupe::run(&mut ir);
         passes::fuse::run(&mut ir);
     }
-    let digests = passes::dedupe::run(&mut ir);
+    passes::dedupe::run(&mut ir);
+    let digests = json::digests(&ir.nodes, ir.epoch);
     order(ir, digests)
 }
 

@@ -99,7 +99,9 @@ impl Graph {
     /// Iterative (Kahn's algorithm): a million-op chain does not recurse.
     pub fn topo_order(&self) -> Result<Vec<&str>, GraphError> {
         let names: Vec<&str> = self.ops.keys().map(String::as_str).collect();
-        let index = |n: &str| names.binary_search(&n).ok();
+        let ids: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let index = |n: &str| ids.get(n).copied();
         let mut pending = vec![0usize; names.len()];
         let mut users: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
         for (i, op) in self.ops.values().enumerate() {

@@ -1,57 +1,92 @@
 //! `dedupe`: ops with the same digest are one op.
+//!
+//! Two ops have the same digest exactly when their content is equal (kind,
+//! fields, inputs; names aside), so equality is decided on the content
+//! itself, hashed in memory, and no digest is computed here.
 
 use std::collections::HashMap;
 
-use crate::compile::ir::{add_names, Ir, NodeId};
-use crate::compile::json::{digest_of, op_value};
+use crate::compile::ir::{add_names, Ir, IrOp, NodeId};
 use crate::compile::rewrite::{Rewrite, Rule};
+use crate::graph::{FileAction, Local, Placement};
 
-/// Merges equal nodes into the first of them; returns the digests of the
-/// nodes left, in arena order.
-pub fn run(ir: &mut Ir) -> Vec<String> {
-    let mut redirect: Vec<NodeId> = (0..ir.nodes.len()).collect();
-    let mut first: HashMap<String, NodeId> = HashMap::with_capacity(ir.nodes.len());
-    // Digests by (pre-sweep) index; a replaced node's slot holds its twin's.
-    let mut digests: Vec<String> = Vec::with_capacity(ir.nodes.len());
-    let mut any = false;
-    for i in 0..ir.nodes.len() {
-        ir.nodes[i].op.for_each_input_mut(|r| *r = redirect[*r]);
-        let digest = digest_of(&op_value(&ir.nodes[i], ir.epoch, &digests, false));
-        match first.get(&digest) {
-            Some(&twin) => {
-                any = true;
-                redirect[i] = twin;
-                let names = ir.nodes[i].names.clone();
-                let kind = ir.nodes[i].op.kind();
-                for name in &names {
-                    ir.rewrites.push(Rewrite::new(
-                        name,
-                        Rule::Dedupe,
-                        kind.to_string(),
-                        format!("`{}`", ir.label(twin)),
-                        format!("the same op as `{}` ({})", ir.label(twin), short(&digest)),
-                    ));
+/// An op's content with its inputs already redirected: what its digest is
+/// taken of, without `names`.
+#[derive(PartialEq, Eq, Hash)]
+enum Content<'a> {
+    Scratch,
+    Local(&'a Local),
+    Action(Option<NodeId>, &'a FileAction),
+    File(Option<NodeId>, Vec<&'a FileAction>),
+    Place(Option<NodeId>, NodeId, &'a Placement),
+    Merge(Vec<(NodeId, bool, Option<&'a Placement>)>),
+    Diff(NodeId, NodeId),
+}
+
+fn content<'a>(op: &'a IrOp, r: &[NodeId]) -> Content<'a> {
+    match op {
+        IrOp::Scratch => Content::Scratch,
+        IrOp::Local(l) => Content::Local(l),
+        IrOp::Action { base, action } => Content::Action(base.map(|b| r[b]), action),
+        IrOp::File { base, actions } => {
+            Content::File(base.map(|b| r[b]), actions.iter().map(|a| &a.action).collect())
+        }
+        IrOp::Place {
+            base,
+            source,
+            placement,
+        } => Content::Place(base.map(|b| r[b]), r[*source], placement),
+        IrOp::Merge { layers } => Content::Merge(
+            layers
+                .iter()
+                .map(|l| (r[l.input], l.link, l.placement.as_ref()))
+                .collect(),
+        ),
+        IrOp::Diff { lower, upper } => Content::Diff(r[*lower], r[*upper]),
+    }
+}
+
+/// Merges equal nodes into the first of them, recording each graph op that
+/// was folded into another.
+pub fn run(ir: &mut Ir) {
+    let n = ir.nodes.len();
+    let mut redirect: Vec<NodeId> = (0..n).collect();
+    {
+        let mut first: HashMap<Content<'_>, NodeId> = HashMap::with_capacity(n);
+        for (i, node) in ir.nodes.iter().enumerate() {
+            let c = content(&node.op, &redirect);
+            match first.get(&c) {
+                Some(&twin) => redirect[i] = twin,
+                None => {
+                    first.insert(c, i);
                 }
-                add_names(&mut ir.nodes[twin].names, &names);
-            }
-            None => {
-                first.insert(digest.clone(), i);
             }
         }
-        digests.push(digest);
     }
-    if any {
-        ir.redirect_outputs(&redirect);
-        let live = ir.reachable();
-        digests = digests
-            .into_iter()
-            .zip(&live)
-            .filter(|(_, l)| **l)
-            .map(|(d, _)| d)
-            .collect();
-        ir.retain(&live);
+    if redirect.iter().enumerate().all(|(i, r)| i == *r) {
+        return;
     }
-    digests
+    for i in 0..n {
+        ir.nodes[i].op.for_each_input_mut(|r| *r = redirect[*r]);
+        let twin = redirect[i];
+        if twin == i {
+            continue;
+        }
+        let names = ir.nodes[i].names.clone();
+        let kind = ir.nodes[i].op.kind();
+        for name in &names {
+            ir.rewrites.push(Rewrite::new(
+                name,
+                Rule::Dedupe,
+                kind.to_string(),
+                format!("`{}`", ir.label(twin)),
+                format!("the same op as `{}` (equal content, one digest)", ir.label(twin)),
+            ));
+        }
+        add_names(&mut ir.nodes[twin].names, &names);
+    }
+    ir.redirect_outputs(&redirect);
+    ir.sweep();
 }
 
 /// The first 12 hex digits of a digest, for messages.

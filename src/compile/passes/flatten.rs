@@ -21,33 +21,58 @@ fn first_layer_merge(ir: &Ir, i: usize) -> Option<usize> {
 }
 
 /// Inlines first-layer merges, front to back (inner merges are already flat).
+///
+/// An inner merge used only by this layer gives up its layers (moved, not
+/// cloned), so a chain of N steps costs O(N), not O(N²).
 pub fn run(ir: &mut Ir) {
+    let mut uses = vec![0u32; ir.nodes.len()];
+    for node in &ir.nodes {
+        for j in node.op.inputs() {
+            uses[j] += 1;
+        }
+    }
+    for &o in ir.outputs.values() {
+        uses[o] += 1;
+    }
     for i in 0..ir.nodes.len() {
         while let Some(inner) = first_layer_merge(ir, i) {
-            let (
-                IrOp::Merge { layers: outer },
-                IrOp::Merge {
-                    layers: inner_layers,
-                },
-            ) = (&ir.nodes[i].op, &ir.nodes[inner].op)
-            else {
-                unreachable!("both are merges");
+            let inner_layers = if uses[inner] == 1 {
+                match &mut ir.nodes[inner].op {
+                    IrOp::Merge { layers } => std::mem::take(layers),
+                    _ => unreachable!("a merge"),
+                }
+            } else {
+                match &ir.nodes[inner].op {
+                    IrOp::Merge { layers } => layers.clone(),
+                    _ => unreachable!("a merge"),
+                }
+            };
+            // The inner merge loses this use; its own inputs gain the copies.
+            uses[inner] -= 1;
+            if uses[inner] > 0 {
+                for l in &inner_layers {
+                    uses[l.input] += 1;
+                }
+            }
+            let IrOp::Merge { layers: outer } = &mut ir.nodes[i].op else {
+                unreachable!("a merge");
             };
             let count = inner_layers.len();
-            let mut merged = inner_layers.clone();
-            merged.extend_from_slice(&outer[1..]);
+            let rest = outer.split_off(1);
+            *outer = inner_layers;
+            outer.extend(rest);
+            let total = outer.len();
             ir.rewrites.push(Rewrite::new(
                 &ir.label(i),
                 Rule::Flatten,
                 "merge[merge, ...]".to_string(),
-                format!("merge of {} layers", merged.len()),
+                format!("merge of {total} layers"),
                 format!(
                     "first layer is the merge `{}`: its {count} layer{} inlined",
                     ir.label(inner),
                     if count == 1 { "" } else { "s" }
                 ),
             ));
-            ir.nodes[i].op = IrOp::Merge { layers: merged };
         }
     }
     ir.sweep();
