@@ -69,6 +69,9 @@ pub mod compile;
 pub mod dot;
 pub mod fs;
 pub mod graph;
+pub mod ops;
+pub mod snapshot;
+pub mod solve;
 pub mod tree;
 
 use compile::Ir;

@@ -7,12 +7,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod build;
+mod progress;
+mod store_cmds;
+
+pub use progress::ProgressMode;
+
 use crate::compile::{compile, compile_ir, Compiled, Strategy};
 use crate::graph::GraphError;
 use crate::{parse_input, Input};
 
+/// Exit code: the build failed.
+pub const EXIT_FAILED: u8 = 1;
 /// Exit code: the input or the command line is invalid.
 pub const EXIT_INVALID: u8 = 2;
+/// Exit code: the store is unusable, or `verify` found damage.
+pub const EXIT_STORE: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,7 +32,7 @@ pub const EXIT_INVALID: u8 = 2;
     long_about = "hardmerge reads a DAG of filesystem ops (sources, mkdir/mkfile/rm/symlink, copy, \
 merge, diff, with_directory/with_file) as JSON, compiles every copy into a merge layer that \
 hard-links wherever no owner, mode or timestamp changes, and explains each decision.",
-    after_help = "Examples:\n  hardmerge explain fixtures/example.json\n  hardmerge compile fixtures/example.json -o plan.json\n  hardmerge dot --compiled fixtures/example.json | dot -Tsvg > plan.svg"
+    after_help = "Examples:\n  hardmerge build fixtures/example.json --output out/\n  hardmerge explain fixtures/example.json\n  hardmerge compile fixtures/example.json -o plan.json\n  hardmerge dot --compiled fixtures/example.json | dot -Tsvg > plan.svg"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -87,6 +97,98 @@ enum Command {
         #[arg(long, value_enum, default_value = "hardlink")]
         strategy: StrategyArg,
     },
+    /// Build an output of the graph into the store; print its tree digest last.
+    #[command(
+        after_help = "Examples:\n  hardmerge build fixtures/example.json --output out/\n  hardmerge build graph.json --target image --store /var/cache/hm --report report.json\n  hardmerge build graph.json --strategy copy --progress plain"
+    )]
+    Build(build::BuildArgs),
+    /// Print the manifest of a folder (SPEC §6) and its tree digest.
+    #[command(
+        after_help = "Examples:\n  hardmerge tree out/\n  hardmerge tree out/ --json | jq length"
+    )]
+    Tree {
+        /// The folder.
+        dir: PathBuf,
+        /// Print the manifest as JSON (the exact bytes the digest hashes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disk use of the store: logical, physical (each inode once), saved.
+    #[command(
+        after_help = "Examples:\n  hardmerge du\n  hardmerge du --store /var/cache/hm --json"
+    )]
+    Du {
+        /// The store folder.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove snapshots to free space; prints what was freed.
+    #[command(
+        after_help = "Examples:\n  hardmerge prune --all\n  hardmerge prune --keep-bytes 10000000000"
+    )]
+    Prune {
+        /// The store folder.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Remove every snapshot.
+        #[arg(long)]
+        all: bool,
+        /// Remove least recently used snapshots until the store holds at most N bytes.
+        #[arg(long, value_name = "N")]
+        keep_bytes: Option<u64>,
+    },
+    /// Check every snapshot against the tree digest recorded at commit.
+    #[command(
+        after_help = "Example:\n  hardmerge verify --store /var/cache/hm   # exit 3 and the damaged snapshots on a mismatch"
+    )]
+    Verify {
+        /// The store folder.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+}
+
+/// The store folder: `--store`, else `$HARDMERGE_STORE`, else
+/// `$XDG_CACHE_HOME/hardmerge`, else `~/.cache/hardmerge`.
+pub fn store_dir(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = env("HARDMERGE_STORE") {
+        return Ok(p);
+    }
+    if let Some(p) = env("XDG_CACHE_HOME") {
+        return Ok(p.join("hardmerge"));
+    }
+    if let Some(h) = env("HOME") {
+        return Ok(h.join(".cache").join("hardmerge"));
+    }
+    Err(Failure {
+        code: EXIT_INVALID,
+        message: "no store: give --store DIR or set HARDMERGE_STORE".into(),
+    })
+}
+
+/// Opens the store, saying who holds its lock if it has to wait.
+pub fn open_store(
+    flag: Option<PathBuf>,
+    mode: crate::snapshot::lock::Mode,
+    what: &str,
+) -> Result<crate::snapshot::native::NativeStore, Failure> {
+    let dir = store_dir(flag)?;
+    let waiting = |h: &[String]| eprintln!("{}", progress::waiting_line(h));
+    crate::snapshot::native::NativeStore::open(&dir, mode, what, &waiting).map_err(|e| Failure {
+        code: EXIT_STORE,
+        message: e.to_string(),
+    })
 }
 
 /// A failed command: its exit code and message.
@@ -107,7 +209,7 @@ impl From<GraphError> for Failure {
     }
 }
 
-fn read_text(arg: &str) -> Result<String, Failure> {
+pub(crate) fn read_text(arg: &str) -> Result<String, Failure> {
     let mut text = String::new();
     let result = if arg == "-" {
         std::io::stdin().read_to_string(&mut text).map(|_| ())
@@ -134,7 +236,7 @@ fn compile_input(arg: &str, strategy: Strategy) -> Result<Compiled, Failure> {
     })
 }
 
-fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
+pub(crate) fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
     let result = match path {
         Some(p) => std::fs::write(p, text),
         None => {
@@ -183,6 +285,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 (Input::Ir(ir), _) => crate::dot::ir_dot(&compile_ir(ir, strategy.into())),
             };
             write_out(None, &dot)
+        }
+        Command::Build(args) => build::run(args),
+        Command::Tree { dir, json } => write_out(None, &store_cmds::tree(&dir, json)?),
+        Command::Du { store, json } => {
+            let s = open_store(store, crate::snapshot::lock::Mode::Shared, "hardmerge du")?;
+            write_out(None, &store_cmds::du(&s, json)?)
+        }
+        Command::Prune {
+            store,
+            all,
+            keep_bytes,
+        } => {
+            if !all && keep_bytes.is_none() {
+                return Err(Failure {
+                    code: EXIT_INVALID,
+                    message: "prune needs --all or --keep-bytes N".into(),
+                });
+            }
+            let s = open_store(
+                store,
+                crate::snapshot::lock::Mode::Exclusive,
+                "hardmerge prune",
+            )?;
+            write_out(None, &store_cmds::prune(&s, all, keep_bytes)?)
+        }
+        Command::Verify { store } => {
+            let s = open_store(
+                store,
+                crate::snapshot::lock::Mode::Shared,
+                "hardmerge verify",
+            )?;
+            write_out(None, &store_cmds::verify(&s)?)
         }
     }
 }

@@ -249,7 +249,8 @@ pub fn tree_from_record(rec: &Record, root: &Arc<PathBuf>) -> Result<Tree, Recor
             Some(p) => unb64(p).ok_or_else(|| bad(format!("path {p:?}")))?,
             None => e.path.as_bytes().to_vec(),
         };
-        let mode = u32::from_str_radix(&e.mode, 8).map_err(|_| bad(format!("mode {:?}", e.mode)))?;
+        let mode =
+            u32::from_str_radix(&e.mode, 8).map_err(|_| bad(format!("mode {:?}", e.mode)))?;
         let mut xattrs = BTreeMap::new();
         match &r.raw_xattrs {
             Some(raw) => {
@@ -287,7 +288,10 @@ pub fn tree_from_record(rec: &Record, root: &Arc<PathBuf>) -> Result<Tree, Recor
         let id = match e.kind.as_str() {
             "dir" => tree.add_node(Node::dir(meta)),
             "file" => {
-                let linked = e.link.as_ref().and_then(|first| by_path.get(first.as_str()).copied());
+                let linked = e
+                    .link
+                    .as_ref()
+                    .and_then(|first| by_path.get(first.as_str()).copied());
                 let inode = match linked {
                     Some(i) => i,
                     None => {

@@ -183,6 +183,15 @@ impl Tree {
         }
     }
 
+    /// An empty tree sharing this one's inode table (same ids), for views
+    /// of it (filters) that keep inode identities.
+    pub fn clone_inodes_only(&self) -> Tree {
+        let mut t = Tree::new();
+        t.inodes = self.inodes.clone();
+        t.is_diff = self.is_diff;
+        t
+    }
+
     /// A node.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id as usize]
@@ -331,12 +340,10 @@ impl Tree {
                 structural: node.structural,
             }),
             Kind::File(i) => {
-                let ni = *inodes
-                    .entry(*i)
-                    .or_insert_with(|| {
-                        self.inodes.push(src.inode(*i).clone());
-                        (self.inodes.len() - 1) as InodeId
-                    });
+                let ni = *inodes.entry(*i).or_insert_with(|| {
+                    self.inodes.push(src.inode(*i).clone());
+                    (self.inodes.len() - 1) as InodeId
+                });
                 self.add_node(Node::other(Kind::File(ni), Meta::default()))
             }
             other => self.add_node(Node::other(other.clone(), node.meta.clone())),
@@ -382,5 +389,6 @@ impl Tree {
 
 /// The names of a path (`a/b/c`, leading and doubled `/` ignored).
 pub fn split_path(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".")
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }

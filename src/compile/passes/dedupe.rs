@@ -28,9 +28,10 @@ fn content<'a>(op: &'a IrOp, r: &[NodeId]) -> Content<'a> {
         IrOp::Scratch => Content::Scratch,
         IrOp::Local(l) => Content::Local(l),
         IrOp::Action { base, action } => Content::Action(base.map(|b| r[b]), action),
-        IrOp::File { base, actions } => {
-            Content::File(base.map(|b| r[b]), actions.iter().map(|a| &a.action).collect())
-        }
+        IrOp::File { base, actions } => Content::File(
+            base.map(|b| r[b]),
+            actions.iter().map(|a| &a.action).collect(),
+        ),
         IrOp::Place {
             base,
             source,
@@ -80,7 +81,10 @@ pub fn run(ir: &mut Ir) {
                 Rule::Dedupe,
                 kind.to_string(),
                 format!("`{}`", ir.label(twin)),
-                format!("the same op as `{}` (equal content, one digest)", ir.label(twin)),
+                format!(
+                    "the same op as `{}` (equal content, one digest)",
+                    ir.label(twin)
+                ),
             ));
         }
         add_names(&mut ir.nodes[twin].names, &names);
