@@ -17,15 +17,14 @@ struct Item {
     name: Option<Vec<u8>>,
 }
 
+/// A wildcard match: its path, its directory, its name, the entry.
+pub type Match = (Vec<u8>, NodeId, Vec<u8>, NodeId);
+
 /// Entries of `tree` matching a wildcard path, in lexical order of their
 /// paths: the plain prefix is resolved through symlinks (and must exist
 /// when `prefix_must_exist`); wildcard components match one name each and
 /// never descend through a symlink.
-pub fn wildcard_matches(
-    tree: &Tree,
-    path: &str,
-    prefix_must_exist: bool,
-) -> OpResult<Vec<(Vec<u8>, NodeId, Vec<u8>, NodeId)>> {
+pub fn wildcard_matches(tree: &Tree, path: &str, prefix_must_exist: bool) -> OpResult<Vec<Match>> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let first = comps
         .iter()
@@ -44,8 +43,7 @@ pub fn wildcard_matches(
         _ => return Ok(Vec::new()),
     };
     // (path, parent, name, node) of the candidates matched so far.
-    let mut current: Vec<(Vec<u8>, NodeId, Vec<u8>, NodeId)> =
-        vec![(prefix.into_bytes(), Tree::ROOT, Vec::new(), start)];
+    let mut current: Vec<Match> = vec![(prefix.into_bytes(), Tree::ROOT, Vec::new(), start)];
     for (k, comp) in comps[first..].iter().enumerate() {
         let last = first + k + 1 == comps.len();
         let pattern =

@@ -12,8 +12,10 @@ use super::{Ctx, OpError, OpResult};
 use crate::graph::{FileAction, Mkdir, Mkfile, Rm, Symlink};
 use crate::tree::{Inode, Kind, Meta, Node, Origin, Tree};
 
-/// Applies one file action to `tree`.
+/// Applies one file action to `tree`. A diff base is its exported tree:
+/// the result is a plain tree, without the diff's deletions.
 pub fn apply(tree: &mut Tree, action: &FileAction, ctx: &Ctx) -> OpResult<()> {
+    tree.make_plain();
     match action {
         FileAction::Mkdir(a) => mkdir(tree, a, ctx),
         FileAction::Mkfile(a) => mkfile(tree, a, ctx),
@@ -109,7 +111,7 @@ pub fn symlink(tree: &mut Tree, a: &Symlink, ctx: &Ctx) -> OpResult<()> {
 
 /// `rm`: removes the entry itself (never a symlink's target), recursively.
 pub fn rm(tree: &mut Tree, a: &Rm) -> OpResult<()> {
-    if a.allow_wildcard {
+    if a.allow_wildcard && a.path.split('/').any(crate::fs::pattern::has_wildcard) {
         let matches = wildcard_matches(tree, &a.path, false)?;
         // Deepest first, so a match inside another is removed before it.
         for (_, parent, name, _) in matches.into_iter().rev() {
@@ -123,7 +125,8 @@ pub fn rm(tree: &mut Tree, a: &Rm) -> OpResult<()> {
             Ok(())
         }
         Found::Root => Err(OpError::at(b"/", "cannot remove the root")),
-        _ if a.allow_not_found => Ok(()),
+        // With allow_wildcard, zero matches (a missing path) is not an error.
+        _ if a.allow_not_found || a.allow_wildcard => Ok(()),
         _ => Err(OpError::at(a.path.as_bytes(), "no such file or directory")),
     }
 }

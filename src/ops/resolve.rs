@@ -146,13 +146,12 @@ fn name_of(tree: &Tree, dir: NodeId, child: NodeId) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Where an entry is: its directory and its name there.
+pub type Place = (NodeId, Vec<u8>);
+
 /// Resolves a path that must name an existing entry (final symlink followed
 /// or not); the root is `None` in the `(parent, name)` part.
-pub fn existing(
-    tree: &Tree,
-    path: &[u8],
-    follow_last: bool,
-) -> OpResult<(NodeId, Option<(NodeId, Vec<u8>)>)> {
+pub fn existing(tree: &Tree, path: &[u8], follow_last: bool) -> OpResult<(NodeId, Option<Place>)> {
     match resolve(tree, path, follow_last)? {
         Found::Root => Ok((Tree::ROOT, None)),
         Found::Entry { parent, name, node } => Ok((node, Some((parent, name)))),

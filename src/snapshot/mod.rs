@@ -89,10 +89,15 @@ pub trait Snapshotter: Send + Sync {
     fn lookup(&self, key: &str) -> Result<Option<Info>, StoreError>;
     /// The tree of a committed snapshot, its files pointing at the store.
     fn view(&self, key: &str) -> Result<Arc<Tree>, StoreError>;
-    /// A tree to change, starting from a committed parent (or empty).
+    /// A tree to change, starting from a committed parent (or empty). A
+    /// diff parent is its exported tree: its deletions do not carry over.
     fn prepare(&self, parent: Option<&str>) -> Result<Tree, StoreError> {
         match parent {
-            Some(p) => Ok((*self.view(p)?).clone()),
+            Some(p) => {
+                let mut t = (*self.view(p)?).clone();
+                t.make_plain();
+                Ok(t)
+            }
             None => Ok(Tree::new()),
         }
     }

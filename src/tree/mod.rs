@@ -192,6 +192,18 @@ impl Tree {
         t
     }
 
+    /// The tree as a plain tree: a diff used anywhere but as a plain merge
+    /// layer is just its exported tree (no deletions, no structural marks).
+    pub fn make_plain(&mut self) {
+        if self.is_diff {
+            self.is_diff = false;
+            self.deletions.clear();
+            for n in &mut self.nodes {
+                n.structural = false;
+            }
+        }
+    }
+
     /// A node.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id as usize]
