@@ -230,10 +230,15 @@ pub(crate) fn read_text(arg: &str) -> Result<String, Failure> {
 
 fn compile_input(arg: &str, strategy: Strategy) -> Result<Compiled, Failure> {
     let text = read_text(arg)?;
-    Ok(match parse_input(&text)? {
-        Input::Graph(g) => compile(&g, strategy),
-        Input::Ir(ir) => compile_ir(ir, strategy),
-    })
+    let input = parse_input(&text)?;
+    let compiled = match &input {
+        Input::Graph(g) => compile(g, strategy),
+        Input::Ir(ir) => compile_ir(ir.clone(), strategy),
+    };
+    // The input is not needed any more; freeing a large one costs time.
+    std::mem::forget(input);
+    std::mem::forget(text);
+    Ok(compiled)
 }
 
 pub(crate) fn write_out(path: Option<&Path>, text: &str) -> Result<(), Failure> {
@@ -266,7 +271,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             output,
         } => {
             let compiled = compile_input(&graph, strategy.into())?;
-            write_out(output.as_deref(), &compiled.to_json_pretty())
+            let result = match &output {
+                Some(p) => std::fs::File::create(p).and_then(|f| compiled.write_json_pretty(f)),
+                None => compiled.write_json_pretty(std::io::stdout().lock()),
+            };
+            // A million-op IR takes a while to free; the process ends anyway.
+            std::mem::forget(compiled);
+            match result {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(Failure {
+                    code: EXIT_FAILED,
+                    message: match &output {
+                        Some(p) => format!("cannot write {}: {e}", p.display()),
+                        None => format!("cannot write to stdout: {e}"),
+                    },
+                }),
+            }
         }
         Command::Explain { graph, strategy } => {
             let compiled = compile_input(&graph, strategy.into())?;

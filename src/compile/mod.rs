@@ -64,6 +64,15 @@ impl Compiled {
         s
     }
 
+    /// Writes the compiled output as pretty JSON, with a final newline.
+    pub fn write_json_pretty<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
+        serde_json::to_writer_pretty(&mut w, &self.to_json())?;
+        w.write_all(b"\n")?;
+        w.flush()
+    }
+
     /// The rewrites as `explain` prints them, one line each.
     pub fn explain(&self) -> String {
         self.ir
@@ -112,6 +121,8 @@ pub fn compile_ir(mut ir: Ir, strategy: Strategy) -> Compiled {
     if strategy == Strategy::Hardlink {
         passes::drop_scratch::run(&mut ir);
         passes::flatten::run(&mut ir);
+        // Dedupe first sweeps what drop-scratch and flatten left unused, so
+        // that fuse counts only live uses.
         passes::dedupe::run(&mut ir);
         passes::fuse::run(&mut ir);
     }

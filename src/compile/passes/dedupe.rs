@@ -50,6 +50,8 @@ fn content<'a>(op: &'a IrOp, r: &[NodeId]) -> Content<'a> {
 /// Merges equal nodes into the first of them, recording each graph op that
 /// was folded into another.
 pub fn run(ir: &mut Ir) {
+    // Only live ops count: what earlier passes left unused is dropped first.
+    ir.sweep();
     let n = ir.nodes.len();
     let mut redirect: Vec<NodeId> = (0..n).collect();
     {

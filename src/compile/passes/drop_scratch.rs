@@ -68,5 +68,4 @@ pub fn run(ir: &mut Ir) {
         ir.nodes[i].op = IrOp::Merge { layers: kept };
     }
     ir.redirect_outputs(&redirect);
-    ir.sweep();
 }

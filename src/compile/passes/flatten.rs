@@ -75,5 +75,4 @@ pub fn run(ir: &mut Ir) {
             ));
         }
     }
-    ir.sweep();
 }
