@@ -149,7 +149,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     };
     let built = build_compiled(&compiled, &store, &opts);
     progress.finish();
-    let built = built.map_err(|e| match e {
+    let mut built = built.map_err(|e| match e {
         BuildError::Invalid(m) => invalid(m),
         BuildError::Failed(m) => Failure {
             code: EXIT_FAILED,
@@ -165,9 +165,24 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
             crate::fs::remove::remove_all(out)
                 .map_err(|e| failed(format!("cannot clear --output {}: {e}", out.display())))?;
         }
-        store
+        let stats = store
             .export(&built.key, out, args.link_output)
             .map_err(|e| failed(format!("export to {}: {e}", out.display())))?;
+        // Link fallbacks of the export count like those of the ops.
+        if !stats.fallbacks.is_empty() {
+            let report = &mut built.report;
+            report.totals.fallbacks += stats.fallbacks.len() as u64;
+            for f in &stats.fallbacks {
+                let why = format!(
+                    "{} in the export",
+                    crate::solve::report::fallback_reason(f.errno)
+                );
+                match report.fallback_reasons.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, n)) => *n += 1,
+                    None => report.fallback_reasons.push((why, 1)),
+                }
+            }
+        }
     }
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&built.report).expect("serialise") + "\n";

@@ -105,6 +105,15 @@ impl Report {
     }
 }
 
+/// Why a link fell back to a copy, as the summary says it.
+pub fn fallback_reason(errno: nix::errno::Errno) -> String {
+    match errno {
+        nix::errno::Errno::EXDEV => "cross-device (EXDEV), copied instead".to_string(),
+        nix::errno::Errno::EMLINK => "too many links (EMLINK), copied instead".to_string(),
+        e => format!("{}, copied instead", e.desc()),
+    }
+}
+
 /// Bytes for people: `812 B`, `3.4 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

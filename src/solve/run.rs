@@ -215,11 +215,7 @@ pub(super) fn run(
 }
 
 fn fallback_note(st: &mut State, f: &crate::fs::materialize::Fallback) {
-    let why = match f.errno {
-        nix::errno::Errno::EXDEV => "cross-device (EXDEV), copied instead".to_string(),
-        nix::errno::Errno::EMLINK => "too many links (EMLINK), copied instead".to_string(),
-        e => format!("{}, copied instead", e.desc()),
-    };
+    let why = super::report::fallback_reason(f.errno);
     match st.fallbacks.iter_mut().find(|(w, _)| *w == why) {
         Some((_, n)) => *n += 1,
         None => st.fallbacks.push((why, 1)),
