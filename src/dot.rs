@@ -35,7 +35,7 @@ fn graph_detail(op: &Op) -> String {
 /// the field that references, outputs as ellipses.
 pub fn graph_dot(graph: &Graph) -> String {
     let mut s = String::from(
-        "digraph graph {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+        "digraph hardmerge_graph {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
     for (name, op) in &graph.ops {
         let detail = graph_detail(op);
@@ -79,8 +79,9 @@ pub fn graph_dot(graph: &Graph) -> String {
 /// layers as edges labelled with their index, placement, `at` path and
 /// whether they link or copy.
 pub fn ir_dot(c: &Compiled) -> String {
-    let mut s =
-        String::from("digraph ir {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut s = String::from(
+        "digraph hardmerge_ir {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for (i, node) in c.ir.nodes.iter().enumerate() {
         let mut label = format!("{}\n{}", node.op.kind(), short(&c.digests[i]));
         if !node.names.is_empty() {

@@ -11,6 +11,7 @@
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -310,7 +311,7 @@ fn op_refs(op: &Value) -> Vec<String> {
                 for (k, x) in m {
                     match (k.as_str(), x) {
                         ("input" | "base" | "lower" | "upper", Value::String(s)) => {
-                            out.push(s.clone())
+                            out.push(s.clone());
                         }
                         _ => walk(x, out),
                     }
@@ -787,7 +788,7 @@ fn explain_prints_one_line_per_rewrite() {
 
 /// chain-20: 20 placed-merge and 19 flatten lines, and the output is one
 /// merge of 21 layers, the plain rootfs then the 20 placed layers in order
-/// (the issue: a 20-step with_directory chain compiles to one N-way merge).
+/// (the issue: a 20-step `with_directory` chain compiles to one N-way merge).
 #[test]
 fn chain_20_is_one_21_layer_merge() {
     let path = fixture("chain-20.json");
@@ -1004,8 +1005,6 @@ fn graphviz_renders_dot_compiled() {
 
 /// Graphviz renders every `dot GRAPH` output.
 #[test]
-#[ignore = "bug: `hardmerge dot GRAPH` starts with `digraph graph {`; `graph` is a \
-            Graphviz keyword, so `dot -Tsvg` fails: syntax error in line 1 near 'graph'"]
 fn graphviz_renders_dot_of_graph() {
     if !graphviz() {
         println!("skipped: Graphviz `dot` is not installed");
@@ -1021,7 +1020,6 @@ fn graphviz_renders_dot_of_graph() {
 
 /// The graph's name is not a Graphviz keyword (checked without Graphviz).
 #[test]
-#[ignore = "bug: `hardmerge dot GRAPH` names its digraph `graph`, a Graphviz keyword"]
 fn dot_graph_name_is_not_a_keyword() {
     let run = hm(&["dot", &fixture("chain-3.json")]);
     run.assert_ok();
@@ -1430,8 +1428,6 @@ fn hostile_newlines_in_paths_and_data() {
 
 /// `explain` keeps one line per rewrite even when a path holds a newline.
 #[test]
-#[ignore = "bug: explain prints paths raw, so a newline in a with_directory path splits \
-            one rewrite over two lines (SPEC §5: one line each)"]
 fn explain_escapes_newlines() {
     let dir = Scratch::new();
     let path = dir.write(
@@ -1454,9 +1450,6 @@ fn explain_escapes_newlines() {
 /// An error message is one line, and echoes no control character, whatever
 /// the graph's strings hold (a hostile graph must not write terminal escapes).
 #[test]
-#[ignore = "bug: error messages print user strings raw in backticks: a newline in a \
-            referenced op name, an op kind, a field name or a top-level key splits the \
-            message, and ESC sequences reach the terminal"]
 fn error_messages_escape_control_characters() {
     let dir = Scratch::new();
     let cases = [
@@ -1574,9 +1567,6 @@ fn duplicate_op_names() {
 /// Duplicate keys inside an op (a field, or the kind itself) are rejected
 /// like duplicate op names, not silently resolved to the last one.
 #[test]
-#[ignore = "bug: duplicate keys inside an op are accepted, the last one wins: \
-            {\"mkfile\":{\"path\":\"/a\",\"path\":\"/b\"}} compiles with path /b, and \
-            {\"mkfile\":{..},\"mkfile\":{..}} (two kind keys) compiles too"]
 fn duplicate_keys_inside_an_op() {
     let dir = Scratch::new();
     for op in [
@@ -1615,24 +1605,21 @@ fn chain_graph(n: usize, first: &str, step: impl Fn(usize, usize) -> String) -> 
     s.push_str(r#"{"version":1,"ops":{"o0":"#);
     s.push_str(first);
     for i in 1..n {
-        s.push_str(&format!(",\"o{i}\":{}", step(i, i - 1)));
+        let _ = write!(s, ",\"o{i}\":{}", step(i, i - 1));
     }
-    s.push_str(&format!(r#"}},"outputs":{{"default":"o{}"}}}}"#, n - 1));
+    let _ = write!(s, r#"}},"outputs":{{"default":"o{}"}}}}"#, n - 1);
     s
 }
 
-/// Size of the big-graph tests. SPEC §7 says a million ops; a debug build
-/// compiles about 7,000 chained ops a second on the non-fused path (the
-/// 100,000-op with_directory chain below takes ~15 s), so these use 200,000
-/// and 100,000 to stay near 30 s.
+/// Size of the big-graph tests. SPEC §7 says a million ops, but a debug
+/// build compiles a 200,000-op `with_directory` chain in ~30 s on an idle
+/// machine (a release build does 1,000,000 in ~60 s, 6.6 GB), so the chains
+/// here use 200,000 (the ignored bug tests) and 100,000 (the passing one).
 const BIG_CHAIN: usize = 200_000;
 
-/// A 200,000-op chain: mkfile then rm with allow_not_found, each the base of
+/// A 200,000-op chain: mkfile then rm with `allow_not_found`, each the base of
 /// the next. Must compile (to one fused `file` op) or fail cleanly.
 #[test]
-#[ignore = "bug: fuse is quadratic in the chain length (each node clones every action \
-            before it, src/compile/passes/fuse.rs): 5,000 ops take 3.4 GB, 10,000 take \
-            13.7 GB even in release, 200,000 are OOM-killed (signal 9) or abort under a cap"]
 fn hostile_200k_op_rm_chain() {
     let dir = Scratch::new();
     let text = chain_graph(BIG_CHAIN, r#"{"mkfile":{"path":"/f"}}"#, |_, prev| {
@@ -1654,7 +1641,6 @@ fn hostile_200k_op_rm_chain() {
 
 /// A 200,000-op chain of mkdir, each the base of the next.
 #[test]
-#[ignore = "bug: fuse is quadratic in the chain length (see hostile_200k_op_rm_chain)"]
 fn hostile_200k_op_mkdir_chain() {
     let dir = Scratch::new();
     let text = chain_graph(BIG_CHAIN, r#"{"mkdir":{"path":"/d0"}}"#, |i, prev| {
@@ -1671,9 +1657,6 @@ fn hostile_200k_op_mkdir_chain() {
 /// drop-scratch replaces each by its input, so one op ends up with all the
 /// names.
 #[test]
-#[ignore = "bug: add_names (src/compile/ir.rs) checks membership with Vec::contains, \
-            so a merge chain collapsed by drop-scratch is quadratic: 20,000 ops take 7.7 s, \
-            40,000 take 124 s in a debug build"]
 fn hostile_200k_op_merge_chain() {
     let dir = Scratch::new();
     let text = chain_graph(BIG_CHAIN, r#"{"mkdir":{"path":"/d"}}"#, |_, prev| {
@@ -1688,7 +1671,7 @@ fn hostile_200k_op_merge_chain() {
     assert_eq!(v["ops"][0]["names"].as_array().unwrap().len(), BIG_CHAIN);
 }
 
-/// A 100,000-op with_directory chain (the flatten path, no fuse): compiles
+/// A 100,000-op `with_directory` chain (the flatten path, no fuse): compiles
 /// to one merge of 100,000 layers.
 #[test]
 fn hostile_100k_op_with_directory_chain() {
@@ -1700,7 +1683,8 @@ fn hostile_100k_op_with_directory_chain() {
     .replacen(r#""ops":{"#, r#""ops":{"src":{"local":{"path":"x"}},"#, 1);
     let p = dir.write("chain.json", text);
     let out = dir.path("out.json");
-    let run = hm_with(&["compile", &p, "-o", &out], None, Duration::from_secs(180));
+    // A generous cap: it catches a hang, not a slow machine.
+    let run = hm_with(&["compile", &p, "-o", &out], None, Duration::from_secs(600));
     run.assert_ok();
     println!("{n}-op with_directory chain compiled in {:?}", run.elapsed);
     let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

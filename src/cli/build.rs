@@ -57,17 +57,43 @@ fn invalid(message: String) -> Failure {
     }
 }
 
+/// A path made absolute with symlinks resolved as far as it exists (the
+/// rest appended as written), for comparing folders that may not exist yet.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for name in rest.iter().rev() {
+        out.push(name);
+    }
+    out
+}
+
 /// Whether `outer` is `inner` or one of its ancestors.
 fn contains(outer: &Path, inner: &Path) -> bool {
-    match (outer.canonicalize(), inner.canonicalize()) {
-        (Ok(o), Ok(i)) => i.starts_with(o),
-        _ => false,
-    }
+    resolved(inner).starts_with(resolved(outer))
 }
 
 /// Checks `--output` before anything runs: missing, or an empty folder, or
 /// `--force`; never a folder holding the store or the context.
 fn check_output(dir: &Path, force: bool, store: &Path, context: &Path) -> Result<(), Failure> {
+    if contains(store, dir) {
+        return Err(invalid(format!(
+            "--output {}: is inside the store {}; export somewhere else",
+            dir.display(),
+            store.display()
+        )));
+    }
     match std::fs::symlink_metadata(dir) {
         Err(_) => Ok(()),
         Ok(m) if !m.is_dir() => Err(invalid(format!(

@@ -225,6 +225,10 @@ pub(crate) fn read_text(arg: &str) -> Result<String, Failure> {
         code: EXIT_INVALID,
         message: format!("cannot read graph {shown}: {e}"),
     })?;
+    // A UTF-8 byte order mark (some editors write one) is not JSON: skip it.
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        text = rest.to_string();
+    }
     Ok(text)
 }
 
@@ -355,7 +359,14 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            // Control characters escaped, line by line (verify lists one
+            // damaged snapshot per line).
+            let lines: Vec<String> = f
+                .message
+                .split('\n')
+                .map(|l| crate::graph::error::printable(l).into_owned())
+                .collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::from(f.code)
         }
     }

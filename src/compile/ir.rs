@@ -174,16 +174,35 @@ impl IrOp {
     }
 }
 
-/// Appends the names of `from` to `to`, skipping ones already there.
+/// Appends the names of `from` to `to`. Repeats are allowed while passes
+/// run (checking each time would be quadratic on long chains);
+/// [`Ir::dedupe_names`] removes them once at the end.
 pub fn add_names(to: &mut Vec<String>, from: &[String]) {
-    for n in from {
-        if !to.contains(n) {
-            to.push(n.clone());
-        }
+    to.extend_from_slice(from);
+}
+
+/// Removes repeated names, keeping the first of each.
+fn unique(names: &mut Vec<String>) {
+    if names.len() < 2 {
+        return;
     }
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.retain(|n| seen.insert(n.clone()));
 }
 
 impl Ir {
+    /// Removes repeated names from every op, layer and action.
+    pub fn dedupe_names(&mut self) {
+        for node in &mut self.nodes {
+            unique(&mut node.names);
+            match &mut node.op {
+                IrOp::Merge { layers } => layers.iter_mut().for_each(|l| unique(&mut l.names)),
+                IrOp::File { actions, .. } => actions.iter_mut().for_each(|a| unique(&mut a.names)),
+                _ => {}
+            }
+        }
+    }
+
     /// Which nodes an output reaches, walking inputs without recursion.
     pub fn reachable(&self) -> Vec<bool> {
         let mut live = vec![false; self.nodes.len()];

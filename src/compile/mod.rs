@@ -127,6 +127,7 @@ pub fn compile_ir(mut ir: Ir, strategy: Strategy) -> Compiled {
         passes::fuse::run(&mut ir);
     }
     passes::dedupe::run(&mut ir);
+    ir.dedupe_names();
     let digests = json::digests(&ir.nodes, ir.epoch);
     order(ir, digests)
 }

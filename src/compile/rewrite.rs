@@ -74,13 +74,14 @@ impl Rewrite {
 
     /// The `explain` line: op, from -> to, rule, reason.
     pub fn explain_line(&self) -> String {
-        format!(
+        let line = format!(
             "{}: {} -> {} [{}] {}",
             self.op,
             self.from,
             self.to,
             self.rule.name(),
             self.reason
-        )
+        );
+        crate::graph::error::printable(&line).into_owned()
     }
 }

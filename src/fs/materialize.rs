@@ -774,21 +774,24 @@ impl Ctx<'_> {
                 (n, Some((n, hasher.finalize().into())))
             }
         };
-        self.file_meta(out.as_fd(), &inode.meta, dest)?;
         let st = fstat(&out).map_err(|e| fail("stat", dest(), e))?;
+        self.file_meta(out.as_fd(), &st, &inode.meta, dest)?;
         Ok((bytes, (st.st_dev, st.st_ino), content))
     }
 
-    /// Owner, mode, xattrs and mtime of an open new file or directory, in
-    /// that order (chown clears setuid; xattrs and chmod change the ctime,
-    /// never the mtime).
+    /// Owner, mode, xattrs and mtime of an open new file or directory
+    /// whose current status is `st`, in that order (chown clears setuid;
+    /// xattrs and chmod change the ctime, never the mtime). Owner and mode
+    /// are set only when they differ.
     fn file_meta(
         &self,
         fd: BorrowedFd,
+        st: &FileStat,
         meta: &Meta,
         path: impl Fn() -> PathBuf,
     ) -> Result<(), MaterializeError> {
-        if self.as_root {
+        let chown = self.as_root && (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
+        if chown {
             fchown(
                 fd,
                 Some(Uid::from_raw(meta.uid)),
@@ -796,8 +799,11 @@ impl Ctx<'_> {
             )
             .map_err(|e| fail("set owner of", path(), e))?;
         }
-        fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777))
-            .map_err(|e| fail("set mode of", path(), e))?;
+        let mode = meta.mode & 0o7777;
+        if chown || st.st_mode & 0o7777 != mode {
+            fchmod(fd, Mode::from_bits_truncate(mode))
+                .map_err(|e| fail("set mode of", path(), e))?;
+        }
         for (name, value) in &meta.xattrs {
             set_xattr_fd(fd, name, value).map_err(|e| fail("set xattrs of", path(), e))?;
         }

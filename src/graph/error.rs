@@ -67,19 +67,36 @@ impl GraphError {
     }
 }
 
+/// A string with its control characters escaped (`\n`, `\u{1b}`), so a
+/// hostile name cannot break a one-line message or drive a terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl fmt::Display for GraphError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(op) = &self.op {
-            write!(f, "op `{op}`")?;
+            write!(f, "op `{}`", printable(op))?;
             if let Some(kind) = &self.kind {
-                write!(f, " ({kind})")?;
+                write!(f, " ({})", printable(kind))?;
             }
             f.write_str(": ")?;
         }
         if let Some(field) = &self.field {
-            write!(f, "field `{field}`: ")?;
+            write!(f, "field `{}`: ", printable(field))?;
         }
-        f.write_str(&self.message)?;
+        f.write_str(&printable(&self.message))?;
         if let Some((line, column)) = self.position {
             write!(f, " at line {line} column {column}")?;
         }

@@ -56,9 +56,68 @@ impl<'de> Visitor<'de> for EntriesVisitor {
             if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!("`{key}` is defined twice")));
             }
-            out.push((key, map.next_value::<Value>()?));
+            out.push((key, map.next_value::<Strict>()?.0));
         }
         Ok(Entries(out))
+    }
+}
+
+/// A JSON value whose objects may not repeat a key (serde_json's `Value`
+/// silently keeps the last), at any depth.
+pub(crate) struct Strict(pub Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                Ok(Strict(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<Strict>()? {
+                    out.push(v.0);
+                }
+                Ok(Strict(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("key `{key}` is given twice")));
+                    }
+                    let v = map.next_value::<Strict>()?;
+                    out.insert(key, v.0);
+                }
+                Ok(Strict(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -109,8 +168,8 @@ impl<'de> Deserialize<'de> for RawOps {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawOps, A::Error> {
                 let mut out = Vec::new();
-                while let Some(v) = seq.next_element::<Value>()? {
-                    out.push(v);
+                while let Some(v) = seq.next_element::<Strict>()? {
+                    out.push(v.0);
                 }
                 Ok(RawOps::List(out))
             }

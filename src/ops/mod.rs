@@ -71,6 +71,7 @@ impl OpError {
     /// An error at a path (bytes, shown with `\xNN` escapes).
     pub fn at(path: &[u8], message: impl Into<String>) -> OpError {
         let shown = crate::tree::manifest::escape_bytes(path);
+        let shown = crate::graph::error::printable(&shown).into_owned();
         OpError {
             path: if shown.starts_with('/') {
                 shown

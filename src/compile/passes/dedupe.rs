@@ -75,20 +75,25 @@ pub fn run(ir: &mut Ir) {
         if twin == i {
             continue;
         }
+        // One record per folded op (however many graph names it carries),
+        // so the count does not depend on which of two twins comes first.
         let names = ir.nodes[i].names.clone();
         let kind = ir.nodes[i].op.kind();
-        for name in &names {
-            ir.rewrites.push(Rewrite::new(
-                name,
-                Rule::Dedupe,
-                kind.to_string(),
-                format!("`{}`", ir.label(twin)),
-                format!(
-                    "the same op as `{}` (equal content, one digest)",
-                    ir.label(twin)
-                ),
-            ));
-        }
+        let also = if names.len() > 1 {
+            format!(" (it also stands for {})", names[1..].join(", "))
+        } else {
+            String::new()
+        };
+        ir.rewrites.push(Rewrite::new(
+            &ir.label(i),
+            Rule::Dedupe,
+            kind.to_string(),
+            format!("`{}`", ir.label(twin)),
+            format!(
+                "the same op as `{}` (equal content, one digest){also}",
+                ir.label(twin)
+            ),
+        ));
         add_names(&mut ir.nodes[twin].names, &names);
     }
     ir.redirect_outputs(&redirect);

@@ -34,16 +34,24 @@ pub fn run(ir: &mut Ir) {
         if uses[b] != 1 {
             continue;
         }
+        let action = action.clone();
+        // `b` has this one use: its actions and names move into `i`.
         let (base, mut actions) = match &ir.nodes[b].op {
             IrOp::Action { base, .. } => (*base, vec![as_action(&ir.nodes[b]).expect("an action")]),
-            IrOp::File { base, actions } => (*base, actions.clone()),
+            IrOp::File { base, .. } => {
+                let base = *base;
+                let IrOp::File { actions, .. } = &mut ir.nodes[b].op else {
+                    unreachable!("a file op")
+                };
+                (base, std::mem::take(actions))
+            }
             _ => continue,
         };
         actions.push(Action {
             names: ir.nodes[i].names.clone(),
-            action: action.clone(),
+            action,
         });
-        let mut names = ir.nodes[b].names.clone();
+        let mut names = std::mem::take(&mut ir.nodes[b].names);
         add_names(&mut names, &ir.nodes[i].names);
         ir.nodes[i].names = names;
         ir.nodes[i].op = IrOp::File { base, actions };
