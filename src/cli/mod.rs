@@ -279,8 +279,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(p) => std::fs::File::create(p).and_then(|f| compiled.write_json_pretty(f)),
                 None => compiled.write_json_pretty(std::io::stdout().lock()),
             };
-            // A million-op IR takes a while to free; the process ends anyway.
-            std::mem::forget(compiled);
             match result {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

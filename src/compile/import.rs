@@ -3,8 +3,6 @@
 //! Graph `merge` ops become IR merges of plain layers here; copies stay
 //! [`IrOp::Place`] until the `lower` pass.
 
-use std::collections::HashMap;
-
 use crate::graph::{Graph, Op};
 
 use super::ir::{Action, Ir, IrOp, Layer, Node, NodeId};
@@ -12,7 +10,7 @@ use super::ir::{Action, Ir, IrOp, Layer, Node, NodeId};
 /// The IR of a validated graph, nodes in dependency order.
 pub fn import(graph: &Graph) -> Ir {
     let order = graph.topo_order().expect("a validated graph has no cycle");
-    let mut ids: HashMap<&str, NodeId> = HashMap::with_capacity(order.len());
+    let mut ids: rustc_hash::FxHashMap<&str, NodeId> = rustc_hash::FxHashMap::default();
     let mut nodes = Vec::with_capacity(order.len());
     for name in order {
         let id = |n: &str| ids[n];

@@ -90,44 +90,117 @@ fn object(v: Value) -> Map<String, Value> {
 /// `sha256:` and the hex sha256 of a value serialised without spaces, keys
 /// sorted (serde_json's maps are ordered by key).
 pub fn digest_of(v: &Value) -> String {
-    let bytes = serde_json::to_vec(v).expect("serialise");
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    serde_json::to_writer(&mut h, v).expect("serialise");
+    format!("sha256:{}", hex::encode(h.0.finalize()))
 }
 
-/// The digest of every node, inputs first (the arena order guarantees it).
-pub fn digests(nodes: &[Node], epoch: i64) -> Vec<String> {
+/// The digest and canonical value of every node, inputs first (the arena
+/// order guarantees it).
+pub fn digests(nodes: &[Node], epoch: i64) -> (Vec<String>, Vec<Value>) {
     let mut out: Vec<String> = Vec::with_capacity(nodes.len());
+    let mut values = Vec::with_capacity(nodes.len());
     for node in nodes {
         let v = op_value(node, epoch, &out, false);
         out.push(digest_of(&v));
+        values.push(v);
     }
-    out
+    (out, values)
 }
 
-/// The compiled output: `{"version", "epoch", "ops", "outputs", "rewrites"}`.
-pub fn compiled_value(c: &Compiled) -> Value {
-    let ir = &c.ir;
-    let ops: Vec<Value> = ir
-        .nodes
-        .iter()
-        .zip(&c.digests)
-        .map(|(node, digest)| {
-            let mut m = object(op_value(node, ir.epoch, &c.digests, true));
-            m.insert("digest".into(), Value::String(digest.clone()));
-            m.insert("names".into(), json!(node.names));
-            Value::Object(m)
-        })
+/// Adds the `names` of a node (and of its layers or actions) to its
+/// canonical value, making the op entry of the compiled output.
+fn named_entry(mut v: Value, node: &Node, digest: &str) -> Value {
+    if let Value::Object(outer) = &mut v {
+        if let Some(Value::Object(fields)) = outer.values_mut().next() {
+            let lists: Vec<&[String]> = match &node.op {
+                IrOp::Merge { layers } => layers.iter().map(|l| l.names.as_slice()).collect(),
+                IrOp::File { actions, .. } => actions.iter().map(|a| a.names.as_slice()).collect(),
+                _ => Vec::new(),
+            };
+            let key = if matches!(node.op, IrOp::Merge { .. }) {
+                "layers"
+            } else {
+                "actions"
+            };
+            if let Some(Value::Array(items)) = fields.get_mut(key) {
+                for (item, names) in items.iter_mut().zip(lists) {
+                    if let Value::Object(m) = item {
+                        if !names.is_empty() || key == "actions" {
+                            m.insert("names".into(), json!(names));
+                        }
+                    }
+                }
+            }
+        }
+        outer.insert("digest".into(), Value::String(digest.to_string()));
+        outer.insert("names".into(), json!(node.names));
+    }
+    v
+}
+
+/// The parts of the compiled output: epoch, op entries, outputs, rewrites.
+pub struct Parts {
+    /// The graph's epoch.
+    pub epoch: i64,
+    /// Op entries, in output order.
+    pub ops: Vec<Value>,
+    /// Output name to digest.
+    pub outputs: Map<String, Value>,
+    /// The rewrite records.
+    pub rewrites: Vec<super::rewrite::Rewrite>,
+}
+
+impl serde::Serialize for Parts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // Keys in sorted order, as everywhere in the compiled output.
+        let mut m = s.serialize_map(Some(5))?;
+        m.serialize_entry("epoch", &self.epoch)?;
+        m.serialize_entry("ops", &self.ops)?;
+        m.serialize_entry("outputs", &self.outputs)?;
+        m.serialize_entry("rewrites", &self.rewrites)?;
+        m.serialize_entry("version", &1)?;
+        m.end()
+    }
+}
+
+/// Splits a compiled IR into the parts of its output (SPEC §6).
+pub fn parts(c: Compiled) -> Parts {
+    let Compiled {
+        ir,
+        digests,
+        canonical,
+    } = c;
+    let ops: Vec<Value> = canonical
+        .into_iter()
+        .zip(ir.nodes.iter().zip(&digests))
+        .map(|(v, (node, digest))| named_entry(v, node, digest))
         .collect();
     let outputs: Map<String, Value> = ir
         .outputs
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(c.digests[*v].clone())))
+        .map(|(k, v)| (k.clone(), Value::String(digests[*v].clone())))
         .collect();
-    json!({
-        "version": 1,
-        "epoch": ir.epoch,
-        "ops": ops,
-        "outputs": outputs,
-        "rewrites": ir.rewrites,
-    })
+    Parts {
+        epoch: ir.epoch,
+        ops,
+        outputs,
+        rewrites: ir.rewrites,
+    }
+}
+
+/// The compiled output: `{"version", "epoch", "ops", "outputs", "rewrites"}`.
+pub fn compiled_value(c: Compiled) -> Value {
+    serde_json::to_value(parts(c)).expect("serialise")
 }

@@ -49,11 +49,19 @@ pub struct Compiled {
     pub ir: Ir,
     /// `sha256:<hex>` of each node's canonical serialisation.
     pub digests: Vec<String>,
+    /// Each node's canonical serialisation (what its digest hashes), kept
+    /// so the output does not build it again.
+    pub canonical: Vec<serde_json::Value>,
 }
 
 impl Compiled {
     /// The compiled output of SPEC §6 as a JSON value (keys sorted).
     pub fn to_json(&self) -> serde_json::Value {
+        json::compiled_value(self.clone())
+    }
+
+    /// The compiled output of SPEC §6, consuming the IR (no copy of it).
+    pub fn into_json(self) -> serde_json::Value {
         json::compiled_value(self)
     }
 
@@ -65,10 +73,13 @@ impl Compiled {
     }
 
     /// Writes the compiled output as pretty JSON, with a final newline.
-    pub fn write_json_pretty<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
+    pub fn write_json_pretty<W: std::io::Write>(self, w: W) -> std::io::Result<()> {
         use std::io::Write as _;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-        serde_json::to_writer_pretty(&mut w, &self.to_json())?;
+        let parts = json::parts(self);
+        serde_json::to_writer_pretty(&mut w, &parts)?;
+        // Freeing a large output takes a while; the caller is done with it.
+        std::mem::forget(parts);
         w.write_all(b"\n")?;
         w.flush()
     }
@@ -128,12 +139,12 @@ pub fn compile_ir(mut ir: Ir, strategy: Strategy) -> Compiled {
     }
     passes::dedupe::run(&mut ir);
     ir.dedupe_names();
-    let digests = json::digests(&ir.nodes, ir.epoch);
-    order(ir, digests)
+    let (digests, canonical) = json::digests(&ir.nodes, ir.epoch);
+    order(ir, digests, canonical)
 }
 
 /// Puts the nodes in output order: inputs first, ties by digest.
-fn order(mut ir: Ir, digests: Vec<String>) -> Compiled {
+fn order(mut ir: Ir, digests: Vec<String>, canonical: Vec<serde_json::Value>) -> Compiled {
     let n = ir.nodes.len();
     let mut pending = vec![0usize; n];
     let mut users: Vec<Vec<NodeId>> = vec![Vec::new(); n];
@@ -172,9 +183,18 @@ fn order(mut ir: Ir, digests: Vec<String>) -> Compiled {
         })
         .collect();
     let digests = sequence.iter().map(|&i| digests[i].clone()).collect();
+    let mut canonical: Vec<Option<serde_json::Value>> = canonical.into_iter().map(Some).collect();
+    let canonical = sequence
+        .iter()
+        .map(|&i| canonical[i].take().expect("each node once"))
+        .collect();
     ir.nodes = nodes;
     for o in ir.outputs.values_mut() {
         *o = position[*o];
     }
-    Compiled { ir, digests }
+    Compiled {
+        ir,
+        digests,
+        canonical,
+    }
 }

@@ -46,12 +46,13 @@ impl Rule {
 /// compiled JSON carries `op`, `rule` and `reason` (SPEC §6).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rewrite {
+    // Fields in name order: the compiled output's keys are sorted.
     /// The graph op, by name.
     pub op: String,
-    /// The rule applied.
-    pub rule: Rule,
     /// Why, for a person.
     pub reason: String,
+    /// The rule applied.
+    pub rule: Rule,
     /// What the op was.
     #[serde(skip)]
     pub from: String,

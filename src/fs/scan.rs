@@ -937,7 +937,12 @@ pub(crate) mod tests {
         assert!(StatCache::load(&file).is_empty());
     }
 
-    /// Makes `levels` nested directories `d` below `root` (deeper than
+    /// The name of each level of [`deep_tree`]: long, so that a few
+    /// hundred levels pass PATH_MAX and the runs between kept descriptors
+    /// pass the length of one `*at` path.
+    pub(crate) const DEEP: &str = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
+
+    /// Makes `levels` nested directories [`DEEP`] below `root` (deeper than
     /// PATH_MAX allows by path), each also holding a file `f` and, every
     /// seventh level, a directory `e` with a file, so a walk must come back
     /// to directories deeper than it keeps open.
@@ -971,15 +976,15 @@ pub(crate) mod tests {
                 nix::unistd::symlinkat("../f", &fd, "up").unwrap();
                 break;
             }
-            mkdirat(&fd, "d", Mode::from_bits_truncate(0o755)).unwrap();
-            fd = openat(&fd, "d", flags, Mode::empty()).unwrap();
+            mkdirat(&fd, DEEP, Mode::from_bits_truncate(0o755)).unwrap();
+            fd = openat(&fd, DEEP, flags, Mode::empty()).unwrap();
         }
     }
 
     #[test]
     fn trees_deeper_than_path_max_scan() {
         let tmp = tempfile::tempdir().unwrap();
-        let levels = 2_100; // "d/" x 2,100: more than PATH_MAX
+        let levels = 300; // 18 kB of path
         deep_tree(tmp.path(), levels);
         let tree = scan(tmp.path(), ScanOptions::default()).unwrap();
         let mut at = Tree::ROOT;
@@ -996,7 +1001,7 @@ pub(crate) mod tests {
             if let Some(e) = tree.child(at, b"e") {
                 assert!(tree.child(e, b"x").is_some());
             }
-            match tree.child(at, b"d") {
+            match tree.child(at, DEEP.as_bytes()) {
                 Some(d) => at = d,
                 None => assert_eq!(k, levels - 1),
             }
@@ -1015,7 +1020,8 @@ pub(crate) mod tests {
             },
         )
         .unwrap();
-        assert!(t.lookup(b"e").is_none() && t.lookup(b"d/f").is_some());
+        assert!(t.lookup(b"e").is_none());
+        assert!(t.lookup(format!("{DEEP}/f").as_bytes()).is_some());
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Graph {
     /// Iterative (Kahn's algorithm): a million-op chain does not recurse.
     pub fn topo_order(&self) -> Result<Vec<&str>, GraphError> {
         let names: Vec<&str> = self.ops.keys().map(String::as_str).collect();
-        let ids: std::collections::HashMap<&str, usize> =
+        let ids: rustc_hash::FxHashMap<&str, usize> =
             names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let index = |n: &str| ids.get(n).copied();
         let mut pending = vec![0usize; names.len()];
@@ -170,6 +170,15 @@ impl Graph {
             .map(|(f, _)| f);
         let mut text: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
         text.push(names[first]);
+        // A long cycle is shown by its ends, so the message stays one line.
+        let skipped;
+        if text.len() > 12 {
+            skipped = format!("... ({} more) ...", text.len() - 8);
+            let tail = text.split_off(text.len() - 3);
+            text.truncate(5);
+            text.push(&skipped);
+            text.extend(tail);
+        }
         GraphError::op(
             names[first],
             Some(op.kind()),

@@ -4,8 +4,6 @@
 //! fields, inputs; names aside), so equality is decided on the content
 //! itself, hashed in memory, and no digest is computed here.
 
-use std::collections::HashMap;
-
 use crate::compile::ir::{add_names, Ir, IrOp, NodeId};
 use crate::compile::rewrite::{Rewrite, Rule};
 use crate::graph::{FileAction, Local, Placement};
@@ -55,7 +53,9 @@ pub fn run(ir: &mut Ir) {
     let n = ir.nodes.len();
     let mut redirect: Vec<NodeId> = (0..n).collect();
     {
-        let mut first: HashMap<Content<'_>, NodeId> = HashMap::with_capacity(n);
+        let mut first: rustc_hash::FxHashMap<Content<'_>, NodeId> =
+            rustc_hash::FxHashMap::default();
+        first.reserve(n);
         for (i, node) in ir.nodes.iter().enumerate() {
             let c = content(&node.op, &redirect);
             match first.get(&c) {
