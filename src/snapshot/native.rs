@@ -4,7 +4,7 @@
 //! STORE/
 //!   VERSION                 "hardmerge store 1"
 //!   lock, holders/          the store lock (builds share it, prune takes it alone)
-//!   snapshots/HEX/          committed: tree/, record.json (every entry, to
+//!   snapshots/HEX/          committed: tree/, record.json.gz (every entry, to
 //!                           rebuild the Tree without reading files), info.json
 //!   work/NAME, NAME.lock    work areas; a lock nobody holds is a dead
 //!                           process's leftover, removed at the next open
@@ -24,6 +24,18 @@ use crate::tree::manifest::{record, tree_from_record, Record};
 use crate::tree::{Kind, Tree};
 
 const VERSION: &str = "hardmerge store 1\n";
+
+/// A snapshot's record: every entry of its tree, gzip-compressed JSON (a
+/// 50,000-file record is a few megabytes; compressed, a fraction of that).
+const RECORD: &str = "record.json.gz";
+
+fn write_record(path: &Path, rec: &Record) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let f = std::fs::File::create(path)?;
+    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+    serde_json::to_writer(&mut gz, rec)?;
+    gz.finish()?.flush()
+}
 
 /// A store folder opened by this process.
 pub struct NativeStore {
@@ -194,9 +206,10 @@ impl NativeStore {
 
     /// The record of a committed snapshot.
     pub fn record(&self, key: &str) -> Result<Record, StoreError> {
-        let p = self.snap_dir(key).join("record.json");
-        let text = std::fs::read(&p).map_err(|e| unusable(&p, e))?;
-        serde_json::from_slice(&text).map_err(|e| unusable(&p, e))
+        let p = self.snap_dir(key).join(RECORD);
+        let f = std::fs::File::open(&p).map_err(|e| unusable(&p, e))?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, flate2::read::GzDecoder::new(f));
+        serde_json::from_reader(reader).map_err(|e| unusable(&p, e))
     }
 
     /// The folder holding a committed snapshot's tree (for `verify`).
@@ -317,9 +330,8 @@ impl Snapshotter for NativeStore {
             materialize(&mut tree, &work.dir.join("tree"), policy).map_err(materialize_error)?;
         let rec = record(&tree);
         let info = info_of(key, &tree, rec.digest.clone(), kind, names);
-        let rec_path = work.dir.join("record.json");
-        std::fs::write(&rec_path, serde_json::to_vec(&rec).expect("serialise"))
-            .map_err(|e| write_error(&rec_path, e))?;
+        let rec_path = work.dir.join(RECORD);
+        write_record(&rec_path, &rec).map_err(|e| write_error(&rec_path, e))?;
         let info_path = work.dir.join("info.json");
         std::fs::write(
             &info_path,
