@@ -71,11 +71,68 @@ fn gen_case(seed: u64) -> Case {
 }
 
 /// What the builds of one case did (for the summary).
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Tally {
     built: u64,
     failed_alike: u64,
     cross_checked: u64,
+    /// Op kinds and features in the targets that built (coverage).
+    features: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, t: &Tally) {
+        self.built += t.built;
+        self.failed_alike += t.failed_alike;
+        self.cross_checked += t.cross_checked;
+        for (k, v) in &t.features {
+            *self.features.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Counts the kinds and features of the ops output `target` needs.
+    fn count(&mut self, graph: &GraphSpec, target: &str) {
+        let mut g = graph.clone();
+        g.outputs.retain(|(n, _)| n == target);
+        g.gc();
+        for (_, op) in &g.ops {
+            let Some((kind, body)) = op.as_object().and_then(|o| o.iter().next()) else {
+                continue;
+            };
+            let mut f = vec![kind.clone()];
+            if ["owner", "mode", "timestamp"]
+                .iter()
+                .any(|k| body.get(*k).is_some())
+                && ["copy", "with_directory", "with_file"].contains(&kind.as_str())
+            {
+                f.push(format!("{kind}+override"));
+            }
+            if body.get("allow_wildcard").is_some() {
+                f.push(format!("{kind}+wildcard"));
+            }
+            if body.get("include").is_some() || body.get("exclude").is_some() {
+                f.push(format!("{kind}+filter"));
+            }
+            for i in body
+                .get("inputs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ik = i
+                    .as_str()
+                    .and_then(|n| g.op(n))
+                    .and_then(|o| o.as_object())
+                    .and_then(|o| o.keys().next().cloned());
+                if let Some(ik @ ("diff" | "merge")) = ik.as_deref() {
+                    f.push(format!("{ik} into merge"));
+                }
+            }
+            for x in f {
+                *self.features.entry(x).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// `op `NAME`` in an error line.
@@ -121,6 +178,7 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
     let stores = [dir.join("store-hardlink"), dir.join("store-copy")];
     let jobs = case.jobs.to_string();
     let mut tally = Tally::default();
+    let mut first_ok: Option<(String, String)> = None;
     for (target, _) in &case.graph.outputs {
         let extra = [
             OsStr::new("--target"),
@@ -160,7 +218,11 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
                 }
                 return Err(msg);
             }
+            if first_ok.is_none() {
+                first_ok = dh.map(|d| (target.clone(), d));
+            }
             tally.built += 1;
+            tally.count(&case.graph, target);
             continue;
         }
         let (eh, ec) = (normalise(&h.error(), dir), normalise(&c.error(), dir));
@@ -190,6 +252,12 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
                 }
             }
             if ok {
+                if std::env::var_os("HARDMERGE_DIFF_VERBOSE").is_some() {
+                    eprintln!(
+                        "seed {} target {target}: cross-checked:\n  hardlink: {eh}\n  copy:     {ec}",
+                        case.seed
+                    );
+                }
                 tally.cross_checked += 1;
                 continue;
             }
@@ -198,6 +266,26 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
             "target {target}: both fail (exit {}) but differently\nhardlink: {eh}\ncopy:     {ec}",
             h.code
         ));
+    }
+    // a rebuild of the first output from the hardlink store's cache
+    if let Some(first) = first_ok {
+        let (target, digest) = first;
+        let again = build(
+            bin,
+            &graph,
+            &stores[0],
+            &ctx,
+            "hardlink",
+            &[OsStr::new("--target"), OsStr::new(&target)],
+        );
+        if again.code != 0 || again.digest().as_ref() != Some(&digest) {
+            return Err(format!(
+                "target {target}: a rebuild from the cache gives exit {} digest {:?}, not {digest}\n{}",
+                again.code,
+                again.digest(),
+                again.stderr
+            ));
+        }
     }
     for (s, what) in stores.iter().zip(["hardlink", "copy"]) {
         if !s.exists() {
@@ -566,12 +654,7 @@ fn differential_hardlink_vs_copy() {
                 }
                 let case = gen_case(first.wrapping_add(i));
                 match check_case(&bin, &case, work.path(), false) {
-                    Ok(t) => {
-                        let mut tot = totals.lock().expect("lock");
-                        tot.built += t.built;
-                        tot.failed_alike += t.failed_alike;
-                        tot.cross_checked += t.cross_checked;
-                    }
+                    Ok(t) => totals.lock().expect("lock").add(&t),
                     Err(first_detail) => {
                         eprintln!("MISMATCH in case seed {}: {first_detail}", case.seed);
                         let shrink_more = failures.lock().expect("lock").len() < 8;
@@ -609,7 +692,7 @@ fn differential_hardlink_vs_copy() {
             });
         }
     });
-    let t = *totals.lock().expect("lock");
+    let t = totals.into_inner().expect("lock");
     let failures = failures.into_inner().expect("lock");
     eprintln!(
         "differential: {} cases in {:.1?}: {} targets built with equal digests, {} failed alike, {} failed alike after a cross-check, {} mismatches",
@@ -619,6 +702,14 @@ fn differential_hardlink_vs_copy() {
         t.failed_alike,
         t.cross_checked,
         failures.len()
+    );
+    eprintln!(
+        "differential: ops in the targets that built: {}",
+        t.features
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     assert!(
         failures.is_empty(),
@@ -796,10 +887,24 @@ fn kernel_oracle_overlayfs() {
     let start = Instant::now();
     let mut failures = Vec::new();
     let mut layers_total = 0;
+    let (mut shared, mut conflicts) = (0, 0);
     for i in 0..stacks {
         let seed = first.wrapping_add(i);
         let (layers, entries) = gen_stack(seed);
         layers_total += layers;
+        // how much the layers overlap: paths in two layers or more, and
+        // those whose type differs between layers
+        let mut by_path: BTreeMap<&[u8], Vec<bool>> = BTreeMap::new();
+        for e in &entries {
+            let rel = e.path.splitn(2, |b| *b == b'/').nth(1).unwrap_or(b"");
+            by_path.entry(rel).or_default().push(e.kind == Kind::Dir);
+        }
+        for kinds in by_path.values().filter(|k| k.len() > 1) {
+            shared += 1;
+            if kinds.iter().any(|d| *d != kinds[0]) {
+                conflicts += 1;
+            }
+        }
         match oracle_check(&bin, layers, &entries, work.path()) {
             Oracle::Equal => {}
             Oracle::CannotMount(e) => {
@@ -835,7 +940,7 @@ fn kernel_oracle_overlayfs() {
         }
     }
     eprintln!(
-        "kernel oracle: {stacks} stacks ({layers_total} layers) in {:.1?}, {} differ",
+        "kernel oracle: {stacks} stacks ({layers_total} layers; {shared} paths in several layers, {conflicts} of them dir vs non-dir) in {:.1?}, {} differ",
         start.elapsed(),
         failures.len()
     );

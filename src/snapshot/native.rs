@@ -32,7 +32,8 @@ const RECORD: &str = "record.json.gz";
 fn write_record(path: &Path, rec: &Record) -> std::io::Result<()> {
     use std::io::Write as _;
     let f = std::fs::File::create(path)?;
-    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+    let mut gz =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
     serde_json::to_writer(&mut gz, rec)?;
     gz.finish()?.flush()
 }

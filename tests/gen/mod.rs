@@ -255,8 +255,8 @@ fn symlink_target(rng: &mut Rng, own: &[u8]) -> Vec<u8> {
         8 => own.to_vec(), // a loop
         9 => b"/etc/passwd".to_vec(),
         10 => {
-            let c: &[u8] = *rng.pick(COMMON);
-            [n.as_slice(), b"/", c].concat()
+            let c = rng.pick(COMMON).to_vec();
+            [n.as_slice(), b"/", &c].concat()
         }
         _ => b"../a/b".to_vec(),
     }
@@ -970,7 +970,7 @@ fn clean(p: &str) -> String {
 
 fn any_path(rng: &mut Rng, pool: &Pool, k: &Known) -> String {
     let known = k.all();
-    if rng.pct(60) && !known.is_empty() {
+    if rng.pct(70) && !known.is_empty() {
         let p = rng.pick(&known).to_string();
         if rng.pct(15) {
             let leaf = *rng.pick(&["new", "a", "z.txt"]);
@@ -991,7 +991,7 @@ fn any_path(rng: &mut Rng, pool: &Pool, k: &Known) -> String {
 }
 
 fn dir_path(rng: &mut Rng, pool: &Pool, k: &Known) -> String {
-    if rng.pct(50) && !k.dirs.is_empty() {
+    if rng.pct(70) && !k.dirs.is_empty() {
         let d: Vec<&String> = k.dirs.iter().collect();
         let p = rng.pick(&d).to_string();
         decorate(rng, p)
@@ -1004,7 +1004,7 @@ fn dir_path(rng: &mut Rng, pool: &Pool, k: &Known) -> String {
 }
 
 fn file_path(rng: &mut Rng, pool: &Pool, k: &Known) -> String {
-    if rng.pct(60) && !k.files.is_empty() {
+    if rng.pct(75) && !k.files.is_empty() {
         let f: Vec<&String> = k.files.iter().collect();
         let p = rng.pick(&f).to_string();
         decorate(rng, p)
@@ -1161,7 +1161,7 @@ pub fn gen_graph(rng: &mut Rng, pool: &Pool) -> GraphSpec {
                 if rng.pct(40) {
                     body.insert("mode".into(), json!(mode_str(rng, true)));
                 }
-                flag(rng, &mut body, "parents", 60);
+                flag(rng, &mut body, "parents", 75);
                 overrides(rng, &mut body, 25, true, false);
                 k.add_dir(&p);
                 "mkdir"
@@ -1249,10 +1249,13 @@ pub fn gen_graph(rng: &mut Rng, pool: &Pool) -> GraphSpec {
                 used.insert(s);
                 body.insert("source".into(), json!(ops[s].0));
                 let wild = rng.pct(25);
+                let src_all = known[s].all();
                 let src = if wild {
                     wildcard(rng, pool, &known[s])
                 } else if rng.pct(10) {
                     "/".to_string()
+                } else if rng.pct(70) && !src_all.is_empty() {
+                    format!("/{}", rng.pick(&src_all))
                 } else {
                     any_path(rng, pool, &known[s])
                 };
@@ -1270,8 +1273,8 @@ pub fn gen_graph(rng: &mut Rng, pool: &Pool) -> GraphSpec {
                 for (key, p) in [
                     ("follow_symlinks", 25),
                     ("contents_only", 30),
-                    ("create_dest_path", 50),
-                    ("replace_existing", 50),
+                    ("create_dest_path", 70),
+                    ("replace_existing", 65),
                 ] {
                     flag(rng, &mut body, key, p);
                 }
