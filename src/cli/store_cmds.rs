@@ -158,7 +158,7 @@ pub fn du(store: &NativeStore, json_out: bool) -> Result<String, Failure> {
 /// ceiling of physical bytes; says what it freed.
 pub fn prune(store: &NativeStore, all: bool, keep_bytes: Option<u64>) -> Result<String, Failure> {
     let u = usage(store)?;
-    let mut rows = u.rows;
+    let mut rows = u.rows.clone();
     rows.sort_by_key(|(i, _)| (store.last_used(&i.key), i.key.clone()));
     let mut physical = u.physical;
     let mut removed = 0;
@@ -177,11 +177,16 @@ pub fn prune(store: &NativeStore, all: bool, keep_bytes: Option<u64>) -> Result<
         freed += exclusive;
         physical = physical.saturating_sub(exclusive);
     }
+    // What is left, counted again: bytes shared by removed snapshots only
+    // are freed too, which the estimate above cannot see.
+    let left = usage(store)?.physical;
+    let _ = physical;
     Ok(format!(
-        "pruned {removed} snapshot{}: freed {} ({freed} bytes); {} left\n",
+        "pruned {removed} snapshot{}: freed {} ({} bytes); {} left\n",
         if removed == 1 { "" } else { "s" },
-        human_bytes(freed),
-        human_bytes(physical)
+        human_bytes(u.physical.saturating_sub(left).max(freed)),
+        u.physical.saturating_sub(left).max(freed),
+        human_bytes(left)
     ))
 }
 

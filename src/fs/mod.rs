@@ -192,24 +192,22 @@ fn sized(mut call: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
     }
 }
 
-/// Every extended attribute of the entry at `path` (not following a final
-/// symlink). A filesystem without xattrs has none; an attribute removed
-/// while it is read is left out.
-fn read_xattrs(path: &CStr) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+/// Reads every extended attribute from a list call and a get call. A
+/// filesystem without xattrs has none; an attribute removed while it is
+/// read is left out.
+fn read_xattrs_with(
+    mut list: impl FnMut(*mut u8, usize) -> isize,
+    mut get: impl FnMut(&CStr, *mut u8, usize) -> isize,
+) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    // SAFETY: `path` is NUL-terminated and `sized` passes a buffer of the
-    // length it gives.
-    let names = match sized(|b, n| unsafe { libc::llistxattr(path.as_ptr(), b.cast(), n) }) {
+    let names = match sized(&mut list) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
         Err(e) => return Err(e),
     };
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let cname = cstring(name)?;
-        // SAFETY: as above.
-        let value =
-            sized(|b, n| unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), b.cast(), n) });
-        match value {
+        match sized(|b, n| get(&cname, b, n)) {
             Ok(v) => {
                 out.insert(name.to_vec(), v);
             }
@@ -218,6 +216,103 @@ fn read_xattrs(path: &CStr) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
         }
     }
     Ok(out)
+}
+
+/// Every extended attribute of the entry at `path` (not following a final
+/// symlink).
+fn read_xattrs(path: &CStr) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    read_xattrs_with(
+        // SAFETY: `path` is NUL-terminated and `sized` passes a buffer of
+        // the length it gives.
+        |b, n| unsafe { libc::llistxattr(path.as_ptr(), b.cast(), n) },
+        // SAFETY: as above.
+        |name, b, n| unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), b.cast(), n) },
+    )
+}
+
+/// `listxattrat` and `getxattrat` (Linux 6.13), with their numbers on the
+/// architectures that share the common syscall table.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+))]
+mod xattrat {
+    pub const GET: libc::c_long = 464;
+    pub const LIST: libc::c_long = 465;
+    pub const AVAILABLE: bool = true;
+}
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "loongarch64"
+)))]
+mod xattrat {
+    pub const GET: libc::c_long = -1;
+    pub const LIST: libc::c_long = -1;
+    pub const AVAILABLE: bool = false;
+}
+
+/// `struct xattr_args` of `getxattrat`.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+static NO_XATTRAT: AtomicBool = AtomicBool::new(!xattrat::AVAILABLE);
+
+/// Every extended attribute of entry `name` of the open directory `dir`
+/// (not following a symlink): relative to `dir` where the kernel has the
+/// `*xattrat` calls (one path component to resolve, and nothing outside the
+/// tree can be reached), else through [`entry_path`].
+fn read_xattrs_at(
+    dir: BorrowedFd,
+    name: &[u8],
+    full: impl FnOnce() -> Vec<u8>,
+) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    if !NO_XATTRAT.load(Ordering::Relaxed) {
+        let cname = cstring(name)?;
+        let fd = dir.as_raw_fd();
+        let flags = libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+        let r = read_xattrs_with(
+            // SAFETY: the strings are NUL-terminated, the buffer is valid
+            // for its length.
+            |b, n| unsafe {
+                libc::syscall(xattrat::LIST, fd, cname.as_ptr(), flags, b, n) as isize
+            },
+            |attr, b, n| {
+                let mut args = XattrArgs {
+                    value: b as u64,
+                    size: n as u32,
+                    flags: 0,
+                };
+                // SAFETY: as above; `args` lives across the call.
+                unsafe {
+                    libc::syscall(
+                        xattrat::GET,
+                        fd,
+                        cname.as_ptr(),
+                        flags,
+                        attr.as_ptr(),
+                        &mut args as *mut XattrArgs,
+                        std::mem::size_of::<XattrArgs>(),
+                    ) as isize
+                }
+            },
+        );
+        match r {
+            // Older kernels have no such call; a seccomp filter may refuse it.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                NO_XATTRAT.store(true, Ordering::Relaxed)
+            }
+            r => return r,
+        }
+    }
+    read_xattrs(&entry_path(dir, name, full)?)
 }
 
 /// Sets one extended attribute on the entry at `path` (not following a
@@ -338,6 +433,40 @@ mod tests {
         }
         assert_eq!(runs.join(&b'/'), long);
     }
+
+    #[test]
+    fn xattrs_read_alike_by_descriptor_and_by_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"").unwrap();
+        xattr::set(&f, "user.a", b"1").unwrap();
+        xattr::set(&f, "user.big", &vec![7u8; 3000]).unwrap();
+        std::os::unix::fs::symlink("f", tmp.path().join("l")).unwrap();
+        let dir = nix::fcntl::open(
+            tmp.path(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        for name in [&b"f"[..], b"l"] {
+            let full = || {
+                tmp.path()
+                    .join(std::ffi::OsStr::from_bytes(name))
+                    .into_os_string()
+                    .into_vec()
+            };
+            let at = read_xattrs_at(dir.as_fd(), name, full).unwrap();
+            let by_proc = read_xattrs(&entry_path(dir.as_fd(), name, full).unwrap()).unwrap();
+            let by_path = read_xattrs(&cstring(&full()).unwrap()).unwrap();
+            assert_eq!(at, by_proc);
+            assert_eq!(at, by_path);
+            assert_eq!(at.len(), if name == b"f" { 2 } else { 0 });
+        }
+        let missing = read_xattrs_at(dir.as_fd(), b"missing", || Vec::new());
+        assert_eq!(missing.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+    }
+
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
     #[test]
     fn keeps_shallow_levels_open() {

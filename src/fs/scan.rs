@@ -39,9 +39,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::pattern::{Decision, Filter};
-use super::{
-    entry_path, join_rel, keep_open, nanos, now_nanos, open_below, read_entries, read_xattrs,
-};
+use super::{join_rel, keep_open, nanos, now_nanos, open_below, read_entries, read_xattrs_at};
 use crate::tree::{Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
 
 /// Whose owner ids a scan records.
@@ -531,12 +529,10 @@ impl Walker<'_> {
                     continue;
                 }
             }
-            let xattr_path = entry_path(fd.as_fd(), &name, || {
+            let xattrs = read_xattrs_at(fd.as_fd(), &name, || {
                 self.full_path(&rel).into_os_string().into_vec()
             })
             .map_err(|e| self.err("read xattrs of", &rel, e))?;
-            let xattrs =
-                read_xattrs(&xattr_path).map_err(|e| self.err("read xattrs of", &rel, e))?;
             let (uid, gid) = self.owner.unwrap_or((st.st_uid, st.st_gid));
             let mut meta = Meta {
                 mode: st.st_mode & 0o7777,

@@ -79,13 +79,28 @@ pub fn lock(
         }
         Err((_, e)) => return Err(e.into()),
     };
-    std::fs::create_dir_all(notes)?;
+    // The note only tells waiting processes who holds the lock: failing to
+    // write it (a full disk) must not make the store unusable. Notes of
+    // dead processes go, so a reused pid is never named.
+    let _ = std::fs::create_dir_all(notes);
+    if let Ok(dir) = std::fs::read_dir(notes) {
+        for e in dir.flatten() {
+            let dead = e
+                .file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .map(|p| !Path::new(&format!("/proc/{p}")).exists())
+                .unwrap_or(true);
+            if dead {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let note = notes.join(std::process::id().to_string());
-    let mut n = File::create(&note)?;
-    let _ = writeln!(n, "{what}");
+    let written = File::create(&note).and_then(|mut n| writeln!(n, "{what}"));
     Ok(HeldLock {
         _lock: held,
-        note: Some(note),
+        note: written.is_ok().then_some(note),
     })
 }
 

@@ -78,8 +78,8 @@ pub enum StoreError {
     /// Writing a snapshot failed (disk full, link error, ...).
     #[error("{0}")]
     Write(String),
-    /// The disk is full.
-    #[error("no space left on device: {0}")]
+    /// The disk is full (the message says so).
+    #[error("{0}")]
     NoSpace(String),
 }
 

@@ -96,17 +96,27 @@ impl NativeStore {
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let occupied = std::fs::read_dir(&root)
+                // Several processes may create one store at once: only the
+                // store's own names are allowed in a folder becoming one,
+                // and VERSION appears whole (written aside, then renamed).
+                let foreign = std::fs::read_dir(&root)
                     .map_err(|e| unusable(&root, e))?
-                    .next()
-                    .is_some();
-                if occupied {
+                    .flatten()
+                    .any(|e| {
+                        let n = e.file_name().to_string_lossy().to_string();
+                        !(n.starts_with("VERSION")
+                            || ["lock", "holders", "snapshots", "work", "stat-cache"]
+                                .contains(&n.as_str()))
+                    });
+                if foreign {
                     return Err(unusable(
                         &root,
                         "exists, is not empty and is not a hardmerge store",
                     ));
                 }
-                std::fs::write(&version, VERSION).map_err(|e| unusable(&version, e))?;
+                let tmp = root.join(format!("VERSION.tmp{}", std::process::id()));
+                std::fs::write(&tmp, VERSION).map_err(|e| unusable(&tmp, e))?;
+                std::fs::rename(&tmp, &version).map_err(|e| unusable(&version, e))?;
             }
             Err(e) => return Err(unusable(&version, e)),
         }
@@ -164,9 +174,41 @@ impl NativeStore {
         }
         for base in &locks {
             let lock_path = work.join(format!("{base}.lock"));
+            // A lock file is created, then locked: in that gap it is free
+            // though its process lives. So a free lock of a live process
+            // counts only once it is old (its pid may have been reused).
+            let pid_alive = base
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .map(|p| Path::new(&format!("/proc/{p}")).exists())
+                .unwrap_or(false);
+            let young = std::fs::metadata(&lock_path)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map(|d| d.as_secs() < 10).unwrap_or(true))
+                .unwrap_or(false);
+            if pid_alive && young {
+                continue;
+            }
             if let Ok(Some(_held)) = lock::try_exclusive(&lock_path) {
                 let _ = crate::fs::remove::remove_all(&work.join(base));
                 let _ = std::fs::remove_file(&lock_path);
+            }
+        }
+        // Half-written files of dead processes (a stat cache being saved, a
+        // VERSION being created): named NAME.tmpPID.
+        for dir in [self.root.join("stat-cache"), self.root.clone()] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if let Some((_, pid)) = name.rsplit_once(".tmp") {
+                    let dead = pid
+                        .parse::<u32>()
+                        .map(|p| !Path::new(&format!("/proc/{p}")).exists())
+                        .unwrap_or(false);
+                    if dead {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
             }
         }
         for d in dirs {
@@ -188,7 +230,7 @@ impl NativeStore {
         let name = format!("{}-{nanos}-{n}", std::process::id());
         let work = self.root.join("work");
         let lock_path = work.join(format!("{name}.lock"));
-        let held = lock::create_exclusive(&lock_path).map_err(|e| unusable(&lock_path, e))?;
+        let held = lock::create_exclusive(&lock_path).map_err(|e| write_error(&lock_path, e))?;
         let dir = work.join(&name);
         std::fs::create_dir(&dir).map_err(|e| write_error(&dir, e))?;
         Ok(WorkArea {
@@ -235,7 +277,10 @@ impl NativeStore {
 
 fn write_error(path: &Path, e: std::io::Error) -> StoreError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        StoreError::NoSpace(format!("writing {}", path.display()))
+        StoreError::NoSpace(format!(
+            "no space left on device while writing {}",
+            path.display()
+        ))
     } else {
         StoreError::Write(format!("cannot write {}: {e}", path.display()))
     }
@@ -383,13 +428,18 @@ impl Snapshotter for NativeStore {
     }
 
     fn remove(&self, key: &str) -> Result<(), StoreError> {
-        // Renamed out of `snapshots/` first, so it disappears at once; the
-        // work area is deleted (and at worst, a leftover for the next open).
-        let work = self.new_work()?;
-        let trash = work.dir.join("trash");
+        // Renamed out of `snapshots/` first, so it disappears at once, into
+        // a work-area name with no lock file: if this process dies while
+        // deleting it, the next open removes the rest. No new file is
+        // created, so this works on a full disk (it is how one makes room).
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let trash = self
+            .root
+            .join("work")
+            .join(format!("{}-trash-{n}", std::process::id()));
         std::fs::rename(self.snap_dir(key), &trash).map_err(|e| write_error(&trash, e))?;
         self.views.lock().expect("views lock").remove(key);
-        drop(work);
+        crate::fs::remove::remove_all(&trash).map_err(|e| write_error(&trash, e))?;
         Ok(())
     }
 }

@@ -279,5 +279,13 @@ fn run_op(
         IrOp::Place { .. } => unreachable!("compiled IR has no unlowered placements"),
     };
     // Host files are always copied; everything else as the strategy says.
-    Ok(store.commit(&keys[i], tree, kind, &node.names, write)?)
+    store
+        .commit(&keys[i], tree, kind, &node.names, write)
+        .map_err(|e| {
+            let name = node.names.first().map(String::as_str).unwrap_or("?");
+            match BuildError::from(e) {
+                BuildError::Failed(m) => BuildError::Failed(format!("op `{name}` ({kind}): {m}")),
+                other => other,
+            }
+        })
 }
