@@ -22,6 +22,7 @@ tasks:
   ci                      cargo fmt --check, cargo clippy -D warnings, cargo test;
                           stops at the first step that fails
   bench [SCENARIO...] [--runs N] [--json FILE] [--sizes LIST] [--hardmerge PATH]
+        [--tmp DIR] [--small]
                           build hardmerge --release and time the scenarios of
                           SPEC §9; no SCENARIO means all of them
   gen-graph OPS [FILE] [--seed N]

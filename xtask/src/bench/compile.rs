@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn linearity_is_relative_to_the_smallest_size() {
-        let row = |s: f64| Row::measured(NAME, "x", Samples { seconds: vec![s] });
+        let row = |s: f64| Row::measured(NAME, "x", Samples { values: vec![s] });
         let rows = with_linearity(vec![(100_000, row(2.0)), (10_000, row(0.1))]);
         assert_eq!(
             rows[0].ratios,

@@ -28,6 +28,8 @@ use std::io::Write;
 use anyhow::{ensure, Result};
 use serde_json::{Map, Value};
 
+use super::rng::Rng;
+
 /// The smallest graph [`write_graph`] makes.
 pub const MIN_OPS: usize = 16;
 
@@ -92,37 +94,6 @@ pub fn write_graph<W: Write>(out: W, ops: usize, seed: u64) -> Result<GraphStats
         gen.module(size)?;
     }
     gen.finish()
-}
-
-/// splitmix64: tiny, fast, and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
 }
 
 /// An op body under construction: `{kind: {fields}}`.

@@ -6,15 +6,29 @@
 //! that is not written yet has no function and shows as a "not implemented
 //! yet" row; adding one is writing its module and filling in `run`.
 //!
-//! Invariants: timings are wall clock around whole `hardmerge` processes;
-//! every file a scenario makes lives under the bench's scratch folder, which
-//! is removed at the end whatever happens; nothing here asserts a timing.
+//! The filesystem scenarios (`big-copy`, `import`, `chain`, `rebuild`,
+//! `disk`) share one generated data set, a [`workload::Workload`], made on
+//! first use (see that module for the layout and sizes).
+//!
+//! Invariants: timings are wall clock around whole `hardmerge` processes,
+//! with a warm page cache (an untimed warm-up of every timed command) and a
+//! `sync` before each; every file a scenario makes lives under the bench's
+//! scratch folder, on the filesystem of the stores (`target/bench-tmp/` or
+//! `--tmp`), which is removed at the end unless the process is killed;
+//! nothing here asserts a timing.
 
+mod big_copy;
+mod chain;
 mod compile;
 mod graphgen;
+mod import;
 mod measure;
 mod report;
+mod rng;
+mod trees;
+mod workload;
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -42,23 +56,23 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "big-copy",
         what: "a build adding one with_directory of a 50,000-file ~800 MB source \
                onto a base (source imported before); peers cp -a, cp -al",
-        run: None,
+        run: Some(big_copy::run_big_copy),
     },
     Scenario {
         name: "import",
         what: "the first build of that source (a local import); peer cp -a",
-        run: None,
+        run: Some(import::run),
     },
     Scenario {
         name: "chain",
         what: "100 chained with_directory of 500 files each onto a 50,000-file base; \
                peer one with_directory of all the same files",
-        run: None,
+        run: Some(chain::run),
     },
     Scenario {
         name: "rebuild",
         what: "the big-copy graph again, unchanged; peer the big-copy build",
-        run: None,
+        run: Some(big_copy::run_rebuild),
     },
     Scenario {
         name: "compile",
@@ -69,7 +83,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "disk",
         what: "bytes added to the store by big-copy (du physical); peer the tree's own size",
-        run: None,
+        run: Some(big_copy::run_disk),
     },
 ];
 
@@ -83,7 +97,11 @@ pub struct Bench {
     pub runs: usize,
     /// `--sizes`, for the scenarios that generate inputs of several sizes.
     pub sizes: Option<Vec<usize>>,
+    /// `--small`: the filesystem scenarios use a tree a tenth the size.
+    pub small: bool,
     scratch: ScratchDir,
+    /// The filesystem scenarios' data, generated on first use.
+    workload: OnceCell<workload::Workload>,
 }
 
 impl Bench {
@@ -93,6 +111,15 @@ impl Bench {
         let dir = self.scratch.path().join(scenario);
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(dir)
+    }
+
+    /// The filesystem scenarios' trees, generated on the first call.
+    pub fn workload(&self) -> Result<&workload::Workload> {
+        if let Some(work) = self.workload.get() {
+            return Ok(work);
+        }
+        let work = workload::Workload::generate(self)?;
+        Ok(self.workload.get_or_init(|| work))
     }
 }
 
@@ -104,6 +131,8 @@ struct Options {
     json: Option<PathBuf>,
     sizes: Option<Vec<usize>>,
     hardmerge: Option<PathBuf>,
+    tmp: Option<PathBuf>,
+    small: bool,
     help: bool,
 }
 
@@ -116,12 +145,21 @@ Builds hardmerge with --release (target/release/hardmerge), runs each scenario
 N times and prints the median, min and max, peer timings and ratios.
 No SCENARIO means every scenario; the ones not written yet show as rows.
 
+The filesystem scenarios generate a 50,000-file, 800 MB tree (not timed) in
+a scratch folder on the stores' filesystem, and need about 5 GB free there.
+Every timed command gets an untimed warm-up first (warm page cache) and a
+`sync` before it. The scratch folder is removed at the end.
+
 options:
   --runs N          timed runs per measurement (default 5)
   --json FILE       also write the rows as a JSON array to FILE
   --sizes LIST      graph sizes for `compile`, comma-separated, k/M suffixes
                     allowed (default 10k,100k,1M)
   --hardmerge PATH  time this binary instead of building target/release/hardmerge
+  --tmp DIR         make the scratch folder (data, stores, copies) in DIR
+                    (default: target/bench-tmp); pick a folder on the disk
+                    you want to measure
+  --small           a 5,000-file, 80 MB tree instead, for a quick run
 
 scenarios:
 ",
@@ -149,11 +187,24 @@ pub fn main(args: &[String]) -> Result<()> {
         Some(path) => path.clone(),
         None => build_release()?,
     };
+    let tmp = match &opts.tmp {
+        Some(dir) => dir.clone(),
+        None => target_dir(&crate::workspace_root()).join("bench-tmp"),
+    };
+    let scratch = ScratchDir::new_in(&tmp, "hardmerge-bench")?;
+    eprintln!("==> scratch folder {}", scratch.path().display());
+    // A private copy, so that a `cargo build` elsewhere cannot swap the
+    // binary in the middle of the run.
+    let private = scratch.path().join("hardmerge");
+    std::fs::copy(&hardmerge, &private)
+        .with_context(|| format!("copying {} to {}", hardmerge.display(), private.display()))?;
     let bench = Bench {
-        hardmerge,
+        hardmerge: private,
         runs: opts.runs.unwrap_or(DEFAULT_RUNS),
         sizes: opts.sizes,
-        scratch: ScratchDir::new("hardmerge-bench")?,
+        small: opts.small,
+        scratch,
+        workload: OnceCell::new(),
     };
 
     let mut rows = Vec::new();
@@ -169,7 +220,17 @@ pub fn main(args: &[String]) -> Result<()> {
         }
     }
     drop(bench);
+    if opts.tmp.is_none() {
+        // Only when empty: another bench may be running.
+        let _ = std::fs::remove_dir(&tmp);
+    }
 
+    println!(
+        "hardmerge bench: wall clock of whole processes, warm page cache (an untimed \
+         warm-up of each timed command, `sync` before each run); hardmerge syncs the \
+         filesystem when it commits, `+ sync` peers count that writeback too; scratch in {}",
+        tmp.display()
+    );
     print!("{}", report::table(&rows));
     if let Some(path) = &opts.json {
         report::write_json(path, &rows)?;
@@ -272,6 +333,8 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--json" => opts.json = Some(PathBuf::from(value()?)),
             "--sizes" => opts.sizes = Some(parse_sizes(&value()?)?),
             "--hardmerge" => opts.hardmerge = Some(PathBuf::from(value()?)),
+            "--tmp" => opts.tmp = Some(PathBuf::from(value()?)),
+            "--small" => opts.small = true,
             _ if flag.starts_with('-') => bail!("unknown option `{arg}`\n\n{}", usage()),
             _ => opts.scenarios.push(arg.clone()),
         }
@@ -319,13 +382,17 @@ fn build_release() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `target/release/hardmerge`, honouring `$CARGO_TARGET_DIR`.
-fn release_binary(root: &Path) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+/// `target`, honouring `$CARGO_TARGET_DIR`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),
-    };
-    target
+    }
+}
+
+/// `target/release/hardmerge`, honouring `$CARGO_TARGET_DIR`.
+fn release_binary(root: &Path) -> PathBuf {
+    target_dir(root)
         .join("release")
         .join(format!("hardmerge{}", std::env::consts::EXE_SUFFIX))
 }

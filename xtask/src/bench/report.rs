@@ -11,6 +11,32 @@ use super::measure::Samples;
 
 const NOT_IMPLEMENTED: &str = "not implemented yet";
 
+/// What a row's samples count.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Unit {
+    /// Wall-clock seconds; JSON keys end in `_s`.
+    #[default]
+    Seconds,
+    /// Bytes (disk use); JSON keys end in `_bytes`.
+    Bytes,
+}
+
+impl Unit {
+    fn suffix(self) -> &'static str {
+        match self {
+            Unit::Seconds => "s",
+            Unit::Bytes => "bytes",
+        }
+    }
+
+    fn show(self, value: f64) -> String {
+        match self {
+            Unit::Seconds => seconds(value),
+            Unit::Bytes => bytes(value),
+        }
+    }
+}
+
 /// A peer measured in the same run (`cp -a` of the same tree, ...).
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -23,6 +49,8 @@ pub struct Peer {
 pub struct Row {
     pub scenario: String,
     pub variant: String,
+    /// What the samples (and the peers') count.
+    pub unit: Unit,
     /// `None` for a scenario that is not written yet.
     pub samples: Option<Samples>,
     pub peers: Vec<Peer>,
@@ -38,6 +66,7 @@ impl Row {
         Row {
             scenario: scenario.to_string(),
             variant: variant.to_string(),
+            unit: Unit::Seconds,
             samples: Some(samples),
             peers: Vec::new(),
             ratios: Vec::new(),
@@ -45,10 +74,17 @@ impl Row {
         }
     }
 
+    /// A row whose samples (and peers) are byte counts, not timings.
+    pub fn in_bytes(mut self) -> Self {
+        self.unit = Unit::Bytes;
+        self
+    }
+
     pub fn not_implemented(scenario: &str) -> Self {
         Row {
             scenario: scenario.to_string(),
             variant: "-".to_string(),
+            unit: Unit::Seconds,
             samples: None,
             peers: Vec::new(),
             ratios: Vec::new(),
@@ -61,14 +97,7 @@ impl Row {
     }
 
     /// Adds a peer and the ratio `vs_<peer>`: this row's median over the
-    /// peer's (below 1 means hardmerge is faster).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the scenarios with peers: big-copy, import, chain, rebuild, disk"
-        )
-    )]
+    /// peer's (below 1 means hardmerge is faster, or smaller).
     pub fn with_peer(mut self, name: &str, samples: Samples) -> Self {
         if let Some(median) = self.median() {
             let key = name
@@ -97,17 +126,19 @@ impl Row {
     }
 
     /// The JSON form: `{scenario, variant, median_s, min_s, max_s, runs,
-    /// peers: [{name, median_s}], ratios: {..}, extra: {..}}`; the timings
-    /// are `null` and `runs` 0 for a scenario not written yet.
+    /// peers: [{name, median_s}], ratios: {..}, extra: {..}}`, with `_bytes`
+    /// instead of `_s` for a row in bytes; the timings are `null` and `runs`
+    /// 0 for a scenario not written yet.
     pub fn to_json(&self) -> Value {
         let (median, min, max, runs) = match &self.samples {
             Some(s) => (json!(s.median()), json!(s.min()), json!(s.max()), s.runs()),
             None => (Value::Null, Value::Null, Value::Null, 0),
         };
+        let unit = self.unit.suffix();
         let peers: Vec<Value> = self
             .peers
             .iter()
-            .map(|p| json!({"name": p.name, "median_s": p.samples.median()}))
+            .map(|p| json!({"name": p.name, format!("median_{unit}"): p.samples.median()}))
             .collect();
         let ratios: Map<String, Value> = self
             .ratios
@@ -118,9 +149,9 @@ impl Row {
         json!({
             "scenario": self.scenario,
             "variant": self.variant,
-            "median_s": median,
-            "min_s": min,
-            "max_s": max,
+            format!("median_{unit}"): median,
+            format!("min_{unit}"): min,
+            format!("max_{unit}"): max,
             "runs": runs,
             "peers": peers,
             "ratios": ratios,
@@ -151,12 +182,12 @@ pub fn table(rows: &[Row]) -> String {
                 let peers = row
                     .peers
                     .iter()
-                    .map(|p| format!("{} {}", p.name, seconds(p.samples.median())))
+                    .map(|p| format!("{} {}", p.name, row.unit.show(p.samples.median())))
                     .collect::<Vec<_>>();
                 let ratios = row
                     .ratios
                     .iter()
-                    .map(|(k, v)| format!("{k}={v:.2}"))
+                    .map(|(k, v)| format!("{k}={}", ratio(*v)))
                     .collect::<Vec<_>>();
                 let extra = row
                     .extra
@@ -165,9 +196,9 @@ pub fn table(rows: &[Row]) -> String {
                     .collect::<Vec<_>>();
                 cells.extend([
                     s.runs().to_string(),
-                    seconds(s.median()),
-                    seconds(s.min()),
-                    seconds(s.max()),
+                    row.unit.show(s.median()),
+                    row.unit.show(s.min()),
+                    row.unit.show(s.max()),
                     dash_if_empty(peers.join(", ")),
                     dash_if_empty(ratios.join(" ")),
                     extra.join(" "),
@@ -200,6 +231,15 @@ pub fn table(rows: &[Row]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Two decimals, four below 0.1 (a disk share of 0.3% is not `0.00`).
+fn ratio(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.1 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn dash_if_empty(text: String) -> String {
@@ -273,7 +313,7 @@ mod tests {
             "compile",
             "10k",
             Samples {
-                seconds: vec![0.5, 0.25, 1.0],
+                values: vec![0.5, 0.25, 1.0],
             },
         )
         .with_ratio("per_op_vs_10k", 1.0)
@@ -318,12 +358,40 @@ mod tests {
 
     #[test]
     fn peers_add_ratios() {
-        let peer = Samples { seconds: vec![2.0] };
+        let peer = Samples { values: vec![2.0] };
         let row = row().with_peer("cp -a", peer);
         assert_eq!(row.ratios.last(), Some(&("vs_cp_a".to_string(), 0.25)));
         assert_eq!(
             row.to_json()["peers"],
             json!([{"name": "cp -a", "median_s": 2.0}])
         );
+    }
+
+    #[test]
+    fn byte_rows_say_so() {
+        let row = Row::measured(
+            "disk",
+            "big-copy",
+            Samples {
+                values: vec![2048.0],
+            },
+        )
+        .in_bytes()
+        .with_peer(
+            "tree",
+            Samples {
+                values: vec![1024.0 * 1024.0],
+            },
+        );
+        let json = row.to_json();
+        assert_eq!(json["median_bytes"], json!(2048.0));
+        assert_eq!(
+            json["peers"],
+            json!([{"name": "tree", "median_bytes": 1048576.0}])
+        );
+        assert!(json.get("median_s").is_none());
+        let text = table(&[row]);
+        assert!(text.contains("2.0 KiB"), "{text}");
+        assert!(text.contains("tree 1.0 MiB"), "{text}");
     }
 }
