@@ -462,7 +462,7 @@ mod tests {
             assert_eq!(at, by_path);
             assert_eq!(at.len(), if name == b"f" { 2 } else { 0 });
         }
-        let missing = read_xattrs_at(dir.as_fd(), b"missing", || Vec::new());
+        let missing = read_xattrs_at(dir.as_fd(), b"missing", Vec::new);
         assert_eq!(missing.unwrap_err().raw_os_error(), Some(libc::ENOENT));
     }
 
