@@ -11,7 +11,10 @@
 //! JSON ─► graph::parse_graph ─► Graph (named ops)            graph/
 //!      ─► compile::compile: dead, lower, drop-scratch,        compile/
 //!         flatten, dedupe, fuse ─► Compiled IR (ops by sha256)
-//!      ─► solver and snapshotter (next stage)                 solve/, snapshot/
+//!      ─► solve::build: cache keys, schedule, run each op        solve/
+//!         on in-memory trees (ops/, tree/) ─► Snapshotter     ops/, tree/
+//!         (native store: commit = materialise, sync, rename)  snapshot/, fs/
+//!      ─► export (copy, or --link-output)
 //! ```
 //!
 //! ```
@@ -55,9 +58,39 @@
 //! - *Invariant*: a digest depends on what an op does, never on op names or
 //!   the order of keys in the input.
 //!
-//! **[`fs`]**: filesystem primitives. `pattern.rs` is the `.dockerignore`
-//! pattern matcher (moby/patternmatcher semantics) used by filters and
-//! wildcards.
+//! **[`tree`]**: the in-memory model of a filesystem tree (an arena of nodes
+//! and inodes, each inode knowing where its bytes are), its canonical
+//! manifest and tree digest, and the record a snapshot keeps of it.
+//! - *Invariant*: walks are iterative and dropping a tree is flat, so a
+//!   100,000-level deep tree is fine.
+//!
+//! **[`ops`]**: what each op does to trees (SPEC §2), one file per op kind,
+//! `place.rs` for the placing rules and `resolve.rs` for symlinks resolved
+//! inside a tree's root.
+//! - *Invariant*: ops never touch the disk; they compute result trees whose
+//!   files point at their origins, so a destination can never escape its
+//!   tree through a host symlink.
+//!
+//! **[`snapshot`]**: the `Snapshotter` trait and the native store (atomic
+//! commits, file locks, leftovers of killed processes discarded at open).
+//! - *Invariant*: only the snapshotter writes into the store, and nothing
+//!   else knows its layout.
+//! - *Invariant*: nothing writes into an inode that a committed snapshot
+//!   holds: files are linked, copied or written new, never opened for
+//!   writing in place; a changed owner, mode or mtime means a copy.
+//!
+//! **[`solve`]**: the solver: cache keys (op digest plus input keys; a
+//! `local`'s key is its filtered content digest), parallel scheduling, the
+//! build report and progress events.
+//! - *Invariant*: the solver sees trees only through the `Snapshotter`.
+//!
+//! **[`fs`]**: filesystem primitives. `scan.rs` reads a folder into a tree
+//! (with a stat cache), `materialize.rs` writes a tree (links, copies, link
+//! fallback on EXDEV/EMLINK), `remove.rs` removes trees of any depth,
+//! `pattern.rs` is the `.dockerignore` pattern matcher (moby/patternmatcher
+//! semantics) used by filters and wildcards.
+//! - *Invariant*: walks use directory descriptors, never follow a symlink,
+//!   and are not limited by PATH_MAX.
 //!
 //! **[`dot`]**: Graphviz renderings of a graph and of a compiled IR.
 //!
