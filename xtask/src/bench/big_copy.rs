@@ -133,7 +133,7 @@ impl Warm {
         if let Some(m) = self.measured.get() {
             return Ok(m);
         }
-        let src = work.src_path();
+        let src = work.peer_src()?;
         let copy = self.dir.join("cp-dst");
         eprintln!("  big-copy: warm-up of each command (not timed)");
         self.build_next(bench, work)?;

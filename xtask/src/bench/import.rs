@@ -21,7 +21,7 @@ pub fn run(bench: &Bench) -> Result<Vec<Row>> {
     let store = dir.join("store");
     let report = dir.join("report.json");
     let copy = dir.join("cp-dst");
-    let src = work.src_path();
+    let src = work.peer_src()?;
 
     eprintln!("  import: warm-up of each command (not timed)");
     work.timed_build(bench, &graph, &store, &report)?;

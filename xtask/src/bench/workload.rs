@@ -8,14 +8,20 @@
 //! ```text
 //! data/               the context folder of every graph (`--context`)
 //!   src/              the big tree: 50,000 files, 800 MB (--small: 5,000, 80 MB)
+//!   src-peer/         a `cp -a` of it that the `cp` peers copy (see below)
 //!   base/             a small tree the big-copy graph places src onto
 //!   layers/000..099/  chain's 100 sources (made on first use), together
 //!                     the single source of its peer
 //! <scenario>/         stores, graphs, reports and peer copies
 //! ```
 //!
-//! Invariant: generating data is never timed; every timed command runs
-//! after a `sync`, so it does not pay for the writeback of the one before.
+//! Invariants: generating data is never timed; every timed command runs
+//! after a `sync`, so it does not pay for the writeback of the one before;
+//! the `cp` peers never touch `src`. (`cp -al src X`, and removing X, change
+//! the ctime of every file of `src`, and hardmerge rightly re-reads and
+//! re-hashes a source file whose ctime changed, so a peer run would add a
+//! full re-hash of the source to the next timed build. The peers copy
+//! `src-peer`, the same tree, instead.)
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
@@ -46,6 +52,8 @@ pub struct Workload {
     /// The context folder: `src`, `base`, `layers`.
     pub dir: PathBuf,
     pub src: TreeStats,
+    /// Whether `src-peer` was made yet.
+    peer_src: OnceCell<()>,
     layers: OnceCell<TreeStats>,
     /// The store big-copy, rebuild and disk build into.
     pub(super) warm: OnceCell<Warm>,
@@ -87,6 +95,7 @@ impl Workload {
         Ok(Workload {
             dir,
             src,
+            peer_src: OnceCell::new(),
             layers: OnceCell::new(),
             warm: OnceCell::new(),
         })
@@ -94,6 +103,19 @@ impl Workload {
 
     pub fn src_path(&self) -> PathBuf {
         self.dir.join("src")
+    }
+
+    /// `src-peer`, the copy of `src` the `cp` peers copy, made (`cp -a`,
+    /// not timed) on the first call.
+    pub fn peer_src(&self) -> Result<PathBuf> {
+        let path = self.dir.join("src-peer");
+        if self.peer_src.get().is_none() {
+            eprintln!("  copying src to src-peer for the cp peers (not timed)");
+            command_output(Command::new("cp").arg("-a").arg(self.src_path()).arg(&path))?;
+            sync()?;
+            let _ = self.peer_src.set(());
+        }
+        Ok(path)
     }
 
     /// `layers/000` … `layers/099`, generated on first use: [`LAYERS`]
