@@ -81,3 +81,54 @@ fn compiling_is_idempotent_on_every_fixture() {
         }
     });
 }
+
+/// The compiled output is written by a batched, parallel writer; it must be
+/// byte for byte serde_json's pretty printing of the output value, on every
+/// fixture and on a graph whose op and rewrite lists span many batches.
+#[test]
+fn fast_writer_is_serde_jsons_pretty_printing() {
+    let check = |what: &str, compiled: &hardmerge::compile::Compiled| {
+        let expected = serde_json::to_string_pretty(&compiled.to_json()).expect("json") + "\n";
+        assert!(
+            compiled.to_json_pretty() == expected,
+            "{what}: outputs differ"
+        );
+        let mut written = Vec::new();
+        compiled
+            .clone()
+            .write_json_pretty(&mut written)
+            .expect("write");
+        assert!(
+            written == expected.as_bytes(),
+            "{what}: written output differs"
+        );
+    };
+    insta::glob!("../fixtures", "*.json", |path| {
+        let graph = Graph::from_json(&read(path)).expect("valid fixture");
+        check(
+            &path.display().to_string(),
+            &compile(&graph, Strategy::Hardlink),
+        );
+    });
+    // 20,000 with_directory steps, each with its own mkfile source: 20,000
+    // nodes and 40,000 rewrites, past the writer's 16 × 1,024-item batches.
+    let mut ops = serde_json::Map::new();
+    ops.insert("s".into(), serde_json::json!({"scratch": {}}));
+    let mut prev = "s".to_string();
+    for i in 0..20_000 {
+        ops.insert(
+            format!("f{i}"),
+            serde_json::json!({"mkfile": {"path": format!("/f{i}"), "data": format!("{i}\n")}}),
+        );
+        ops.insert(
+            format!("w{i}"),
+            serde_json::json!({"with_directory": {"base": prev, "path": format!("/d{i}"), "source": format!("f{i}")}}),
+        );
+        prev = format!("w{i}");
+    }
+    let doc = serde_json::json!({"version": 1, "ops": ops, "outputs": {"default": prev}});
+    let graph = Graph::from_json(&doc.to_string()).expect("valid graph");
+    let compiled = compile(&graph, Strategy::Hardlink);
+    assert!(compiled.ir.nodes.len() > 16 * 1024 && compiled.ir.rewrites.len() > 16 * 1024);
+    check("20k chain", &compiled);
+}

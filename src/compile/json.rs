@@ -90,117 +90,190 @@ fn object(v: Value) -> Map<String, Value> {
 /// `sha256:` and the hex sha256 of a value serialised without spaces, keys
 /// sorted (serde_json's maps are ordered by key).
 pub fn digest_of(v: &Value) -> String {
-    struct Hasher(Sha256);
-    impl std::io::Write for Hasher {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.update(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hasher(Sha256::new());
-    serde_json::to_writer(&mut h, v).expect("serialise");
-    format!("sha256:{}", hex::encode(h.0.finalize()))
+    let mut buf = Vec::new();
+    digest_into(v, &mut buf)
 }
 
-/// The digest and canonical value of every node, inputs first (the arena
-/// order guarantees it).
-pub fn digests(nodes: &[Node], epoch: i64) -> (Vec<String>, Vec<Value>) {
-    let mut out: Vec<String> = Vec::with_capacity(nodes.len());
-    let mut values = Vec::with_capacity(nodes.len());
-    for node in nodes {
-        let v = op_value(node, epoch, &out, false);
-        out.push(digest_of(&v));
-        values.push(v);
-    }
-    (out, values)
+/// [`digest_of`], serialising into `buf` (cleared first) so that a caller
+/// hashing many values reuses one buffer and hashes each in one call.
+fn digest_into(v: &Value, buf: &mut Vec<u8>) -> String {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, v).expect("serialise");
+    let mut text = String::with_capacity(71);
+    text.push_str("sha256:");
+    text.push_str(&hex::encode(Sha256::digest(buf.as_slice())));
+    text
 }
 
-/// Adds the `names` of a node (and of its layers or actions) to its
-/// canonical value, making the op entry of the compiled output.
-fn named_entry(mut v: Value, node: &Node, digest: &str) -> Value {
+/// The digest of every node. A node's digest covers its inputs' digests,
+/// so nodes are taken level by level (a level's inputs all lie in lower
+/// levels) and each level's nodes are hashed in parallel. Each canonical
+/// value is dropped once hashed: memory stays flat however large the graph.
+pub fn digests(nodes: &[Node], epoch: i64) -> Vec<String> {
+    use rayon::prelude::*;
+    let mut level = vec![0usize; nodes.len()];
+    let mut levels: Vec<Vec<NodeId>> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        // Inputs have smaller indices: their levels are known.
+        let l = node
+            .op
+            .inputs()
+            .iter()
+            .map(|&j| level[j] + 1)
+            .max()
+            .unwrap_or(0);
+        level[i] = l;
+        if levels.len() <= l {
+            levels.resize_with(l + 1, Vec::new);
+        }
+        levels[l].push(i);
+    }
+    let mut out: Vec<String> = vec![String::new(); nodes.len()];
+    for ids in levels {
+        let hash = |buf: &mut Vec<u8>, i: NodeId| {
+            digest_into(&op_value(&nodes[i], epoch, &out, false), buf)
+        };
+        let done: Vec<String> = if ids.len() < 64 {
+            let mut buf = Vec::with_capacity(4096);
+            ids.iter().map(|&i| hash(&mut buf, i)).collect()
+        } else {
+            ids.par_iter()
+                .map_init(|| Vec::with_capacity(4096), |buf, &i| hash(buf, i))
+                .collect()
+        };
+        for (i, d) in ids.into_iter().zip(done) {
+            out[i] = d;
+        }
+    }
+    out
+}
+
+/// The op entry of a node in the compiled output: its canonical value with
+/// the `names` of the node and of its layers or actions, and its digest.
+fn named_entry(c: &Compiled, i: NodeId) -> Value {
+    let node = &c.ir.nodes[i];
+    let mut v = op_value(node, c.ir.epoch, &c.digests, true);
     if let Value::Object(outer) = &mut v {
-        if let Some(Value::Object(fields)) = outer.values_mut().next() {
-            let lists: Vec<&[String]> = match &node.op {
-                IrOp::Merge { layers } => layers.iter().map(|l| l.names.as_slice()).collect(),
-                IrOp::File { actions, .. } => actions.iter().map(|a| a.names.as_slice()).collect(),
-                _ => Vec::new(),
-            };
-            let key = if matches!(node.op, IrOp::Merge { .. }) {
-                "layers"
-            } else {
-                "actions"
-            };
-            if let Some(Value::Array(items)) = fields.get_mut(key) {
-                for (item, names) in items.iter_mut().zip(lists) {
-                    if let Value::Object(m) = item {
-                        if !names.is_empty() || key == "actions" {
-                            m.insert("names".into(), json!(names));
-                        }
-                    }
-                }
-            }
-        }
-        outer.insert("digest".into(), Value::String(digest.to_string()));
+        outer.insert("digest".into(), Value::String(c.digests[i].clone()));
         outer.insert("names".into(), json!(node.names));
     }
     v
 }
 
-/// The parts of the compiled output: epoch, op entries, outputs, rewrites.
-pub struct Parts {
-    /// The graph's epoch.
-    pub epoch: i64,
-    /// Op entries, in output order.
-    pub ops: Vec<Value>,
-    /// Output name to digest.
-    pub outputs: Map<String, Value>,
-    /// The rewrite records.
-    pub rewrites: Vec<super::rewrite::Rewrite>,
-}
+/// The compiled output (SPEC §6), serialised straight from the IR: each op
+/// entry is built, written and dropped in turn.
+pub struct Output<'a>(pub &'a Compiled);
 
-impl serde::Serialize for Parts {
+impl serde::Serialize for Output<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
+        struct Ops<'a>(&'a Compiled);
+        impl serde::Serialize for Ops<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq((0..self.0.ir.nodes.len()).map(|i| named_entry(self.0, i)))
+            }
+        }
+        struct Outputs<'a>(&'a Compiled);
+        impl serde::Serialize for Outputs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let c = self.0;
+                s.collect_map(
+                    c.ir.outputs
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), c.digests[*v].as_str())),
+                )
+            }
+        }
+        let c = self.0;
         // Keys in sorted order, as everywhere in the compiled output.
         let mut m = s.serialize_map(Some(5))?;
-        m.serialize_entry("epoch", &self.epoch)?;
-        m.serialize_entry("ops", &self.ops)?;
-        m.serialize_entry("outputs", &self.outputs)?;
-        m.serialize_entry("rewrites", &self.rewrites)?;
+        m.serialize_entry("epoch", &c.ir.epoch)?;
+        m.serialize_entry("ops", &Ops(c))?;
+        m.serialize_entry("outputs", &Outputs(c))?;
+        m.serialize_entry("rewrites", &c.ir.rewrites)?;
         m.serialize_entry("version", &1)?;
         m.end()
     }
 }
 
-/// Splits a compiled IR into the parts of its output (SPEC §6).
-pub fn parts(c: Compiled) -> Parts {
-    let Compiled {
-        ir,
-        digests,
-        canonical,
-    } = c;
-    let ops: Vec<Value> = canonical
-        .into_iter()
-        .zip(ir.nodes.iter().zip(&digests))
-        .map(|(v, (node, digest))| named_entry(v, node, digest))
-        .collect();
-    let outputs: Map<String, Value> = ir
-        .outputs
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(digests[*v].clone())))
-        .collect();
-    Parts {
-        epoch: ir.epoch,
-        ops,
-        outputs,
-        rewrites: ir.rewrites,
+/// Writes the compiled output as serde_json's pretty JSON (two-space
+/// indent, keys sorted) without a final newline, byte for byte what
+/// `serde_json::to_writer_pretty(w, &Output(c))` writes. The op entries and
+/// rewrite records are serialised in parallel, a batch at a time, so the
+/// text is never held whole.
+pub fn write_pretty<W: std::io::Write>(c: &Compiled, w: &mut W) -> std::io::Result<()> {
+    write!(w, "{{\n  \"epoch\": {},\n  \"ops\": ", c.ir.epoch)?;
+    pretty_array(w, c.ir.nodes.len(), |i| named_entry(c, i))?;
+    w.write_all(b",\n  \"outputs\": ")?;
+    let outputs: Map<String, Value> =
+        c.ir.outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(c.digests[*v].clone())))
+            .collect();
+    let text = serde_json::to_vec_pretty(&outputs).map_err(std::io::Error::other)?;
+    let mut buf = Vec::with_capacity(text.len() + 64);
+    indent_into(&mut buf, &text, b"  ");
+    w.write_all(&buf)?;
+    w.write_all(b",\n  \"rewrites\": ")?;
+    pretty_array(w, c.ir.rewrites.len(), |i| &c.ir.rewrites[i])?;
+    w.write_all(b",\n  \"version\": 1\n}")
+}
+
+/// A pretty array at depth 1 of the document (its items at depth 2).
+fn pretty_array<W, T, F>(w: &mut W, n: usize, item: F) -> std::io::Result<()>
+where
+    W: std::io::Write,
+    T: serde::Serialize,
+    F: Fn(usize) -> T + Sync,
+{
+    use rayon::prelude::*;
+    // Items per task, and tasks per batch written before the next starts.
+    const CHUNK: usize = 1024;
+    const BATCH: usize = 16;
+    if n == 0 {
+        return w.write_all(b"[]");
     }
+    w.write_all(b"[\n")?;
+    let chunks = n.div_ceil(CHUNK);
+    for batch in (0..chunks).step_by(BATCH) {
+        let texts: Vec<Vec<u8>> = (batch..chunks.min(batch + BATCH))
+            .into_par_iter()
+            .map(|k| {
+                let mut out = Vec::with_capacity(CHUNK * 512);
+                let mut text = Vec::with_capacity(4096);
+                for i in k * CHUNK..n.min((k + 1) * CHUNK) {
+                    if i > 0 {
+                        out.extend_from_slice(b",\n");
+                    }
+                    out.extend_from_slice(b"    ");
+                    text.clear();
+                    serde_json::to_writer_pretty(&mut text, &item(i)).expect("serialise");
+                    indent_into(&mut out, &text, b"    ");
+                }
+                out
+            })
+            .collect();
+        for t in texts {
+            w.write_all(&t)?;
+        }
+    }
+    w.write_all(b"\n  ]")
+}
+
+/// Appends `text` to `out`, with `pad` after each newline. JSON text has
+/// newlines only between tokens (strings escape theirs), so this nests a
+/// pretty value one level deeper.
+fn indent_into(out: &mut Vec<u8>, text: &[u8], pad: &[u8]) {
+    let mut rest = text;
+    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+        out.extend_from_slice(&rest[..=at]);
+        out.extend_from_slice(pad);
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 /// The compiled output: `{"version", "epoch", "ops", "outputs", "rewrites"}`.
-pub fn compiled_value(c: Compiled) -> Value {
-    serde_json::to_value(parts(c)).expect("serialise")
+pub fn compiled_value(c: &Compiled) -> Value {
+    serde_json::to_value(Output(c)).expect("serialise")
 }

@@ -49,37 +49,34 @@ pub struct Compiled {
     pub ir: Ir,
     /// `sha256:<hex>` of each node's canonical serialisation.
     pub digests: Vec<String>,
-    /// Each node's canonical serialisation (what its digest hashes), kept
-    /// so the output does not build it again.
-    pub canonical: Vec<serde_json::Value>,
 }
 
 impl Compiled {
     /// The compiled output of SPEC §6 as a JSON value (keys sorted).
     pub fn to_json(&self) -> serde_json::Value {
-        json::compiled_value(self.clone())
+        json::compiled_value(self)
     }
 
     /// The compiled output of SPEC §6, consuming the IR (no copy of it).
     pub fn into_json(self) -> serde_json::Value {
-        json::compiled_value(self)
+        json::compiled_value(&self)
     }
 
     /// The compiled output as pretty JSON text, with a final newline.
     pub fn to_json_pretty(&self) -> String {
-        let mut s = serde_json::to_string_pretty(&self.to_json()).expect("serialise");
-        s.push('\n');
-        s
+        let mut out = Vec::new();
+        json::write_pretty(self, &mut out).expect("writing to memory");
+        out.push(b'\n');
+        String::from_utf8(out).expect("JSON is UTF-8")
     }
 
     /// Writes the compiled output as pretty JSON, with a final newline.
     pub fn write_json_pretty<W: std::io::Write>(self, w: W) -> std::io::Result<()> {
         use std::io::Write as _;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-        let parts = json::parts(self);
-        serde_json::to_writer_pretty(&mut w, &parts)?;
-        // Freeing a large output takes a while; the caller is done with it.
-        std::mem::forget(parts);
+        json::write_pretty(&self, &mut w)?;
+        // Freeing a large IR takes a while; the caller is done with it.
+        std::mem::forget(self);
         w.write_all(b"\n")?;
         w.flush()
     }
@@ -139,12 +136,12 @@ pub fn compile_ir(mut ir: Ir, strategy: Strategy) -> Compiled {
     }
     passes::dedupe::run(&mut ir);
     ir.dedupe_names();
-    let (digests, canonical) = json::digests(&ir.nodes, ir.epoch);
-    order(ir, digests, canonical)
+    let digests = json::digests(&ir.nodes, ir.epoch);
+    order(ir, digests)
 }
 
 /// Puts the nodes in output order: inputs first, ties by digest.
-fn order(mut ir: Ir, digests: Vec<String>, canonical: Vec<serde_json::Value>) -> Compiled {
+fn order(mut ir: Ir, digests: Vec<String>) -> Compiled {
     let n = ir.nodes.len();
     let mut pending = vec![0usize; n];
     let mut users: Vec<Vec<NodeId>> = vec![Vec::new(); n];
@@ -183,18 +180,9 @@ fn order(mut ir: Ir, digests: Vec<String>, canonical: Vec<serde_json::Value>) ->
         })
         .collect();
     let digests = sequence.iter().map(|&i| digests[i].clone()).collect();
-    let mut canonical: Vec<Option<serde_json::Value>> = canonical.into_iter().map(Some).collect();
-    let canonical = sequence
-        .iter()
-        .map(|&i| canonical[i].take().expect("each node once"))
-        .collect();
     ir.nodes = nodes;
     for o in ir.outputs.values_mut() {
         *o = position[*o];
     }
-    Compiled {
-        ir,
-        digests,
-        canonical,
-    }
+    Compiled { ir, digests }
 }

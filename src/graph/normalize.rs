@@ -26,8 +26,28 @@ fn patterns(field: &'static str, list: &[String]) -> Result<(), FieldError> {
             return Err((Some(field), "a NUL byte is not allowed in a pattern".into()));
         }
     }
-    crate::fs::pattern::PatternSet::new(list).map_err(|e| (Some(field), e.to_string()))?;
-    Ok(())
+    // Whether a pattern is valid depends on it alone, so a list is valid
+    // when each of its patterns is; graphs repeat the same few patterns,
+    // and each distinct one is checked once per thread.
+    thread_local! {
+        static VALID: std::cell::RefCell<rustc_hash::FxHashSet<String>> =
+            std::cell::RefCell::new(rustc_hash::FxHashSet::default());
+    }
+    VALID.with(|valid| {
+        let mut valid = valid.borrow_mut();
+        for p in list {
+            if valid.contains(p.as_str()) {
+                continue;
+            }
+            crate::fs::pattern::PatternSet::new(std::slice::from_ref(p))
+                .map_err(|e| (Some(field), e.to_string()))?;
+            if valid.len() >= 4096 {
+                valid.clear();
+            }
+            valid.insert(p.clone());
+        }
+        Ok(())
+    })
 }
 
 /// Checks an op's fields and cleans its paths in place.

@@ -29,8 +29,53 @@ pub(crate) struct RawTop {
 
 /// `ops`: a map of named ops in a graph, an array in compiled IR.
 pub(crate) enum RawOps {
-    Named(Entries),
+    Named(NamedOps),
     List(Vec<Value>),
+}
+
+/// A graph's named ops, each parsed as soon as its JSON is read so that a
+/// large graph never holds all of its JSON values at once. The first op
+/// that fails stops the parsing of later ones; its error waits in `error`
+/// until the whole text is known to be JSON and the top level is checked,
+/// so errors come in the same order as when everything is read first.
+pub(crate) struct NamedOps {
+    pub ops: BTreeMap<String, Op>,
+    pub error: Option<GraphError>,
+}
+
+struct NamedOpsVisitor;
+
+impl<'de> Visitor<'de> for NamedOpsVisitor {
+    type Value = NamedOps;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of named ops")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NamedOps, A::Error> {
+        let mut ops = BTreeMap::new();
+        let mut error = None;
+        // Names met after the first error, for the duplicate check only.
+        let mut later = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if ops.contains_key(&name) || later.contains(&name) {
+                return Err(de::Error::custom(format!("`{name}` is defined twice")));
+            }
+            let value = map.next_value::<Strict>()?.0;
+            if error.is_some() {
+                later.insert(name);
+                continue;
+            }
+            match check_name("op", &name).and_then(|()| parse_op(&name, value)) {
+                Ok(op) => {
+                    ops.insert(name, op);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    later.insert(name);
+                }
+            }
+        }
+        Ok(NamedOps { ops, error })
+    }
 }
 
 /// A JSON object's entries, in order, with duplicate keys rejected.
@@ -164,7 +209,7 @@ impl<'de> Deserialize<'de> for RawOps {
                 f.write_str("an object of named ops")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOps, A::Error> {
-                EntriesVisitor.visit_map(map).map(RawOps::Named)
+                NamedOpsVisitor.visit_map(map).map(RawOps::Named)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawOps, A::Error> {
                 let mut out = Vec::new();
@@ -277,22 +322,19 @@ pub(crate) fn graph_from_raw(raw: RawTop) -> Result<Graph, GraphError> {
         ));
     }
     let epoch = read_epoch(raw.epoch.as_ref())?;
-    let entries = match raw.ops {
+    let ops = match raw.ops {
         None => {
             return Err(GraphError::top(
                 Some("ops"),
                 "missing: an object of named ops",
             ))
         }
-        Some(RawOps::Named(e)) => e.0,
+        Some(RawOps::Named(NamedOps {
+            error: Some(error), ..
+        })) => return Err(error),
+        Some(RawOps::Named(NamedOps { ops, .. })) => ops,
         Some(RawOps::List(_)) => unreachable!("arrays of ops are read as IR"),
     };
-    let mut ops = BTreeMap::new();
-    for (name, value) in entries {
-        check_name("op", &name)?;
-        let op = parse_op(&name, value)?;
-        ops.insert(name, op);
-    }
     let outputs = read_outputs(raw.outputs)?;
     let graph = Graph {
         epoch,

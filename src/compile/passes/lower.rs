@@ -12,65 +12,66 @@ use crate::graph::Placement;
 pub fn run(ir: &mut Ir, strategy: Strategy) {
     let link_allowed = strategy == Strategy::Hardlink;
     for i in 0..ir.nodes.len() {
-        let node = &ir.nodes[i];
+        if let IrOp::Merge { layers } = &mut ir.nodes[i].op {
+            layers.iter_mut().for_each(|l| l.link &= link_allowed);
+            continue;
+        }
+        if !matches!(ir.nodes[i].op, IrOp::Place { .. }) {
+            continue;
+        }
+        // Taken out of the node, which gets its merge at the end.
         let IrOp::Place {
             base,
             source,
             placement,
-        } = &node.op
+        } = std::mem::replace(&mut ir.nodes[i].op, IrOp::Scratch)
         else {
-            if let IrOp::Merge { layers } = &mut ir.nodes[i].op {
-                layers.iter_mut().for_each(|l| l.link &= link_allowed);
-            }
-            continue;
+            unreachable!("checked above")
         };
-        let (base, source, placement) = (*base, *source, placement.clone());
-        let names = node.names.clone();
+        let names = ir.nodes[i].names.clone();
         let name = ir.label(i);
         let source_is_diff = matches!(ir.nodes[source].op, IrOp::Diff { .. });
         let overrides = placement.overrides();
         let whole = placement.is_whole_tree_at_root();
-        let (rule, reason, layer_placement, link) = if overrides.any() {
+        let (rule, reason, link) = if overrides.any() {
             let set = overrides.names().join(", ");
             let reason = format!(
                 "{set} set: a hard link would share the changed inode metadata with the source, so the layer copies"
             );
-            (Rule::KeptCopy, reason, Some(placement.clone()), false)
+            (Rule::KeptCopy, reason, false)
         } else if whole && !source_is_diff {
             let reason = format!(
                 "the whole tree of `{}` onto /, no filter, no owner/mode/timestamp: a plain layer",
                 ir.label(source)
             );
-            (Rule::DirectMerge, reason, None, true)
+            (Rule::DirectMerge, reason, true)
         } else {
             let reason = placed_reason(&placement, whole && source_is_diff, &ir.label(source));
-            (Rule::PlacedMerge, reason, Some(placement.clone()), true)
+            (Rule::PlacedMerge, reason, true)
         };
+        let kind = placement.kind();
+        // A direct merge drops the placement; the others keep it whole.
+        let layer_placement = (rule != Rule::DirectMerge).then_some(placement);
         let link = link && link_allowed;
         let mut layers = Vec::with_capacity(2);
         if let Some(b) = base {
             layers.push(plain(b, link_allowed, &names));
         }
+        let shape = describe_layers(base, rule == Rule::DirectMerge, kind);
         layers.push(Layer {
             input: source,
             link,
-            names: names.clone(),
+            names,
             placement: layer_placement,
         });
-        let shape = describe_layers(base, rule == Rule::DirectMerge, placement.kind());
         let to = format!("{shape} ({})", if link { "link" } else { "copy" });
         let reason = if !link_allowed && rule != Rule::KeptCopy {
             format!("{reason}; --strategy copy: copied")
         } else {
             reason
         };
-        ir.rewrites.push(Rewrite::new(
-            &name,
-            rule,
-            placement.kind().to_string(),
-            to,
-            reason,
-        ));
+        ir.rewrites
+            .push(Rewrite::new(&name, rule, kind.to_string(), to, reason));
         ir.nodes[i].op = IrOp::Merge { layers };
     }
 }
