@@ -279,6 +279,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Some(p) => std::fs::File::create(p).and_then(|f| compiled.write_json_pretty(f)),
                 None => compiled.write_json_pretty(std::io::stdout().lock()),
             };
+            // Freeing a large IR takes a while, and the process ends here.
+            std::mem::forget(compiled);
             match result {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -5,48 +5,54 @@
 
 use crate::graph::{Graph, Op};
 
-use super::ir::{Action, Ir, IrOp, Layer, Node, NodeId};
+use super::ir::{Action, Ir, IrOp, Layer, Node};
 
 /// The IR of a validated graph, nodes in dependency order.
 pub fn import(graph: &Graph) -> Ir {
-    let order = graph.topo_order().expect("a validated graph has no cycle");
-    let mut ids: rustc_hash::FxHashMap<&str, NodeId> = rustc_hash::FxHashMap::default();
+    let index = graph
+        .index()
+        .expect("a validated graph refers to its own ops");
+    let order = graph.order(&index).expect("a validated graph has no cycle");
+    // Node of each op position, set as the op is imported (inputs first).
+    let mut node_of = vec![usize::MAX; index.names.len()];
     let mut nodes = Vec::with_capacity(order.len());
-    for name in order {
-        let id = |n: &str| ids[n];
-        let op = match &graph.ops[name] {
+    for i in order {
+        let name = index.names[i];
+        let mut refs = index.refs_of(i).iter().map(|&j| node_of[j]);
+        let mut next = || refs.next().expect("one position per reference");
+        let op = match index.ops[i] {
             Op::Scratch => IrOp::Scratch,
             Op::Local(l) => IrOp::Local(l.clone()),
             Op::File { base, action } => IrOp::Action {
-                base: base.as_deref().map(id),
+                base: base.as_ref().map(|_| next()),
                 action: action.clone(),
             },
             Op::Place {
                 base,
-                source,
+                source: _,
                 placement,
             } => IrOp::Place {
-                base: base.as_deref().map(id),
-                source: id(source),
+                base: base.as_ref().map(|_| next()),
+                source: next(),
                 placement: placement.clone(),
             },
             Op::Merge { inputs } => IrOp::Merge {
                 layers: inputs
                     .iter()
-                    .map(|i| Layer {
-                        input: id(i),
+                    .map(|_| Layer {
+                        input: next(),
                         link: true,
                         names: vec![name.to_string()],
                         placement: None,
                     })
                     .collect(),
             },
-            Op::Diff { lower, upper } => IrOp::Diff {
-                lower: id(lower),
-                upper: id(upper),
+            Op::Diff { .. } => IrOp::Diff {
+                lower: next(),
+                upper: next(),
             },
         };
-        ids.insert(name, nodes.len());
+        node_of[i] = nodes.len();
         nodes.push(Node {
             names: vec![name.to_string()],
             op,
@@ -55,7 +61,13 @@ pub fn import(graph: &Graph) -> Ir {
     let outputs = graph
         .outputs
         .iter()
-        .map(|(out, op)| (out.clone(), ids[op.as_str()]))
+        .map(|(out, op)| {
+            let at = index
+                .names
+                .binary_search(&op.as_str())
+                .expect("validated output");
+            (out.clone(), node_of[at])
+        })
         .collect();
     Ir {
         epoch: graph.epoch,

@@ -71,12 +71,10 @@ impl Compiled {
     }
 
     /// Writes the compiled output as pretty JSON, with a final newline.
-    pub fn write_json_pretty<W: std::io::Write>(self, w: W) -> std::io::Result<()> {
+    pub fn write_json_pretty<W: std::io::Write>(&self, w: W) -> std::io::Result<()> {
         use std::io::Write as _;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-        json::write_pretty(&self, &mut w)?;
-        // Freeing a large IR takes a while; the caller is done with it.
-        std::mem::forget(self);
+        json::write_pretty(self, &mut w)?;
         w.write_all(b"\n")?;
         w.flush()
     }

@@ -24,6 +24,27 @@ pub use op::{
 pub use parse::parse_graph;
 pub use value::{Data, Mode, Owner};
 
+/// A graph's ops by position (the order of their names), with their
+/// references resolved to positions.
+pub(crate) struct Index<'a> {
+    /// The op names, sorted.
+    pub names: Vec<&'a str>,
+    /// The ops, in the same order.
+    pub ops: Vec<&'a Op>,
+    /// Op `i`'s references are `refs[start[i]..start[i + 1]]`, in the
+    /// order of [`Op::for_each_ref`].
+    pub start: Vec<usize>,
+    /// The referenced positions.
+    pub refs: Vec<usize>,
+}
+
+impl Index<'_> {
+    /// The positions op `i` refers to, in [`Op::for_each_ref`] order.
+    pub fn refs_of(&self, i: usize) -> &[usize] {
+        &self.refs[self.start[i]..self.start[i + 1]]
+    }
+}
+
 /// A validated graph of named ops with named outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Graph {
@@ -76,21 +97,11 @@ impl Graph {
                 ));
             }
         }
-        for (name, op) in &self.ops {
+        for name in self.ops.keys() {
             parse::check_name("op", name)?;
-            for (field, target) in op.refs() {
-                if !self.ops.contains_key(target) {
-                    let shown: String = target.chars().take(60).collect();
-                    return Err(GraphError::op(
-                        name,
-                        Some(op.kind()),
-                        Some(field),
-                        format!("no op named `{shown}`"),
-                    ));
-                }
-            }
         }
-        self.topo_order().map(|_| ())
+        let index = self.index()?;
+        self.order(&index).map(|_| ())
     }
 
     /// The op names in dependency order (every op after the ops it uses),
@@ -98,18 +109,70 @@ impl Graph {
     ///
     /// Iterative (Kahn's algorithm): a million-op chain does not recurse.
     pub fn topo_order(&self) -> Result<Vec<&str>, GraphError> {
+        let index = self.index()?;
+        let order = self.order(&index)?;
+        Ok(order.into_iter().map(|i| index.names[i]).collect())
+    }
+
+    /// The ops by position (their names' order) with every reference
+    /// resolved to a position; a reference to no op is an error.
+    pub(crate) fn index(&self) -> Result<Index<'_>, GraphError> {
+        let n = self.ops.len();
         let names: Vec<&str> = self.ops.keys().map(String::as_str).collect();
         let ids: rustc_hash::FxHashMap<&str, usize> =
             names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let index = |n: &str| ids.get(n).copied();
-        let mut pending = vec![0usize; names.len()];
-        let mut users: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
-        for (i, op) in self.ops.values().enumerate() {
-            for (_, r) in op.refs() {
-                if let Some(j) = index(r) {
-                    pending[i] += 1;
-                    users[j].push(i);
+        let mut start = Vec::with_capacity(n + 1);
+        let mut refs = Vec::with_capacity(n + n / 2);
+        let mut ops = Vec::with_capacity(n);
+        for (name, op) in &self.ops {
+            start.push(refs.len());
+            ops.push(op);
+            let mut missing = None;
+            op.for_each_ref(|field, target| match ids.get(target) {
+                Some(&j) => refs.push(j),
+                None => {
+                    missing.get_or_insert((field, target));
                 }
+            });
+            if let Some((field, target)) = missing {
+                let shown: String = target.chars().take(60).collect();
+                return Err(GraphError::op(
+                    name,
+                    Some(op.kind()),
+                    Some(field),
+                    format!("no op named `{shown}`"),
+                ));
+            }
+        }
+        start.push(refs.len());
+        Ok(Index {
+            names,
+            ops,
+            start,
+            refs,
+        })
+    }
+
+    /// Positions in dependency order, ties by name (Kahn's algorithm).
+    pub(crate) fn order(&self, index: &Index<'_>) -> Result<Vec<usize>, GraphError> {
+        let n = index.names.len();
+        let mut pending = vec![0usize; n];
+        // Users of each op, as one array sliced by `first` (CSR).
+        let mut first = vec![0usize; n + 1];
+        for &j in &index.refs {
+            first[j + 1] += 1;
+        }
+        for k in 0..n {
+            first[k + 1] += first[k];
+        }
+        let mut fill = first.clone();
+        let mut users = vec![0usize; index.refs.len()];
+        for (i, p) in pending.iter_mut().enumerate() {
+            let refs = index.refs_of(i);
+            *p = refs.len();
+            for &j in refs {
+                users[fill[j]] = i;
+                fill[j] += 1;
             }
         }
         let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = pending
@@ -118,20 +181,20 @@ impl Graph {
             .filter(|(_, p)| **p == 0)
             .map(|(i, _)| std::cmp::Reverse(i))
             .collect();
-        let mut order = Vec::with_capacity(names.len());
+        let mut order = Vec::with_capacity(n);
         while let Some(std::cmp::Reverse(i)) = ready.pop() {
-            order.push(names[i]);
-            for &u in &users[i] {
+            order.push(i);
+            for &u in &users[first[i]..first[i + 1]] {
                 pending[u] -= 1;
                 if pending[u] == 0 {
                     ready.push(std::cmp::Reverse(u));
                 }
             }
         }
-        if order.len() == names.len() {
+        if order.len() == n {
             return Ok(order);
         }
-        Err(self.cycle_error(&names, &pending))
+        Err(self.cycle_error(&index.names, &pending))
     }
 
     /// Finds one cycle among the ops Kahn's algorithm could not order: each

@@ -497,20 +497,32 @@ impl Op {
     /// Every reference to another op, with the field that holds it.
     pub fn refs(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
+        self.for_each_ref(|field, name| out.push((field, name)));
+        out
+    }
+
+    /// Calls `f` with each reference (field, op name), in the order of
+    /// [`Op::refs`]: `base`, `source`, `inputs`, `lower`, `upper`.
+    pub fn for_each_ref<'a>(&'a self, mut f: impl FnMut(&'static str, &'a str)) {
         match self {
             Op::Scratch | Op::Local(_) => {}
-            Op::File { base, .. } => out.extend(base.as_deref().map(|b| ("base", b))),
-            Op::Place { base, source, .. } => {
-                out.extend(base.as_deref().map(|b| ("base", b)));
-                out.push(("source", source.as_str()));
+            Op::File { base, .. } => {
+                if let Some(b) = base {
+                    f("base", b)
+                }
             }
-            Op::Merge { inputs } => out.extend(inputs.iter().map(|i| ("inputs", i.as_str()))),
+            Op::Place { base, source, .. } => {
+                if let Some(b) = base {
+                    f("base", b)
+                }
+                f("source", source);
+            }
+            Op::Merge { inputs } => inputs.iter().for_each(|i| f("inputs", i)),
             Op::Diff { lower, upper } => {
-                out.push(("lower", lower.as_str()));
-                out.push(("upper", upper.as_str()));
+                f("lower", lower);
+                f("upper", upper);
             }
         }
-        out
     }
 
     /// The op as graph JSON: `{KIND: {fields}}`, defaults left out.

@@ -51,29 +51,26 @@ impl<'de> Visitor<'de> for NamedOpsVisitor {
         f.write_str("an object of named ops")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NamedOps, A::Error> {
-        let mut ops = BTreeMap::new();
+        // Ops in input order, sorted into the map once read (building a
+        // map from sorted entries is linear).
+        let mut parsed: Vec<(String, Op)> = Vec::new();
+        let mut seen = rustc_hash::FxHashSet::default();
         let mut error = None;
-        // Names met after the first error, for the duplicate check only.
-        let mut later = std::collections::HashSet::new();
         while let Some(name) = map.next_key::<String>()? {
-            if ops.contains_key(&name) || later.contains(&name) {
+            if !seen.insert(name.clone()) {
                 return Err(de::Error::custom(format!("`{name}` is defined twice")));
             }
             let value = map.next_value::<Strict>()?.0;
             if error.is_some() {
-                later.insert(name);
                 continue;
             }
             match check_name("op", &name).and_then(|()| parse_op(&name, value)) {
-                Ok(op) => {
-                    ops.insert(name, op);
-                }
-                Err(e) => {
-                    error = Some(e);
-                    later.insert(name);
-                }
+                Ok(op) => parsed.push((name, op)),
+                Err(e) => error = Some(e),
             }
         }
+        parsed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let ops: BTreeMap<String, Op> = parsed.into_iter().collect();
         Ok(NamedOps { ops, error })
     }
 }
