@@ -329,3 +329,53 @@ fn writing_into_exports() {
         run.stderr
     );
 }
+
+/// Every file entry of a snapshot's record names the inode its file has in
+/// the store (`phys`): the record of a merge is encoded while its tree is
+/// written, from the inodes files had before, and must be encoded again
+/// when a file was copied instead (new inode). Checked on linked layers,
+/// copied layers (mode override) and new files (mkfile).
+#[test]
+fn records_name_the_inodes_of_their_files() {
+    use std::io::Read as _;
+    let env = Env::new();
+    big_source(&env.ctx);
+    let g = env.graph(
+        "phys",
+        &json!({"version": 1, "ops": {
+            "src": {"local": {"path": "big"}},
+            "motd": {"mkfile": {"path": "/motd", "data": "hi\n"}},
+            "linked": {"with_directory": {"base": "motd", "path": "/app", "source": "src"}},
+            "moded": {"with_directory": {"base": "linked", "path": "/moded", "source": "src", "mode": "0750"}},
+            "more": {"mkfile": {"base": "moded", "path": "/app/new", "data": "new\n"}},
+        }, "outputs": {"default": "more"}}),
+    );
+    env.build(&g, &[]).ok();
+    let mut files = 0;
+    for snap in fs::read_dir(env.store.join("snapshots")).unwrap() {
+        let snap = snap.unwrap().path();
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(fs::File::open(snap.join("record.json.gz")).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+        let rec: Value = serde_json::from_slice(&text).unwrap();
+        for e in rec["entries"].as_array().unwrap() {
+            if e["type"] != "file" {
+                continue;
+            }
+            let path = snap.join("tree").join(e["path"].as_str().unwrap());
+            let st = fs::symlink_metadata(&path).unwrap();
+            assert_eq!(
+                e["phys"],
+                json!([st.dev(), st.ino()]),
+                "record of {} for {}",
+                snap.display(),
+                path.display()
+            );
+            files += 1;
+        }
+    }
+    // src, linked, moded and more each hold the 200 files (more and moded
+    // twice over), motd and more their mkfiles.
+    assert!(files >= 4 * FILES, "only {files} file entries checked");
+}

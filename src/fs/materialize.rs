@@ -176,6 +176,38 @@ pub fn materialize(
     dest: &Path,
     policy: LinkPolicy,
 ) -> Result<Materialized, MaterializeError> {
+    let (stats, updates) = write_tree(tree, dest, policy)?;
+    updates.apply(tree);
+    Ok(stats)
+}
+
+/// What materialising learnt of a tree's inodes (see [`materialize`]),
+/// to be applied to it with [`Updates::apply`].
+#[must_use]
+pub struct Updates(Vec<Update>);
+
+impl Updates {
+    /// Sets each written inode's `phys`, and the size and sha256 of the
+    /// bytes copied from the host.
+    pub fn apply(self, tree: &mut Tree) {
+        for u in self.0 {
+            let inode = tree.inode_mut(u.inode);
+            inode.phys = Some(u.phys);
+            if let Some((size, sha256)) = u.content {
+                inode.size = size;
+                inode.sha256 = sha256;
+            }
+        }
+    }
+}
+
+/// [`materialize`] on a shared tree: writes it, and returns what it
+/// learnt instead of setting it, so other work may read the tree meanwhile.
+pub fn write_tree(
+    tree: &Tree,
+    dest: &Path,
+    policy: LinkPolicy,
+) -> Result<(Materialized, Updates), MaterializeError> {
     let dest = std::path::absolute(dest).map_err(|e| fail("resolve", dest.to_path_buf(), e))?;
     mkdir(&dest, Mode::S_IRWXU).map_err(|e| fail("create directory", dest.clone(), e))?;
     let dest_fd = open(
@@ -186,7 +218,6 @@ pub fn materialize(
     .map_err(|e| fail("open directory", dest.clone(), e))?;
     let dest_fd = Arc::new(dest_fd);
     let (stats, updates) = {
-        let tree: &Tree = tree;
         let ctx = Ctx {
             tree,
             policy,
@@ -212,17 +243,9 @@ pub fn materialize(
         w.run()?;
         (w.stats, w.updates)
     };
-    for u in updates {
-        let inode = tree.inode_mut(u.inode);
-        inode.phys = Some(u.phys);
-        if let Some((size, sha256)) = u.content {
-            inode.size = size;
-            inode.sha256 = sha256;
-        }
-    }
     fchmod(dest_fd.as_fd(), Mode::from_bits_truncate(0o755))
         .map_err(|e| fail("set mode of", dest.clone(), e))?;
-    Ok(stats)
+    Ok((stats, Updates(updates)))
 }
 
 /// How many names each inode has in the tree (entries of its arena that no

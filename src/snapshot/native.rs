@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use super::lock::{self, HeldLock, Mode};
 use super::{Committed, Info, Key, Snapshotter, StoreError, Write};
-use crate::fs::materialize::{materialize, LinkPolicy, MaterializeError, Materialized};
-use crate::tree::manifest::{record, tree_from_record, Record};
-use crate::tree::{Kind, Tree};
+use crate::fs::materialize::{materialize, write_tree, LinkPolicy, MaterializeError, Materialized};
+use crate::tree::manifest::{record, record_parts, tree_from_record, Record};
+use crate::tree::{Kind, Origin, Tree};
 
 const VERSION: &str = "hardmerge store 1\n";
 
@@ -29,13 +29,15 @@ const VERSION: &str = "hardmerge store 1\n";
 /// 50,000-file record is a few megabytes; compressed, a fraction of that).
 const RECORD: &str = "record.json.gz";
 
-fn write_record(path: &Path, rec: &Record) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let f = std::fs::File::create(path)?;
-    let mut gz =
-        flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
-    serde_json::to_writer(&mut gz, rec)?;
-    gz.finish()?.flush()
+/// A record as the bytes of its file: gzip-compressed JSON.
+fn encode_record(rec: &Record) -> Vec<u8> {
+    // The serialiser makes many small writes: buffer them before the
+    // encoder, which does work per write call.
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, gz);
+    serde_json::to_writer(&mut w, rec).expect("writing to memory");
+    let gz = w.into_inner().expect("writing to memory");
+    gz.finish().expect("writing to memory")
 }
 
 /// A store folder opened by this process.
@@ -250,9 +252,15 @@ impl NativeStore {
     /// The record of a committed snapshot.
     pub fn record(&self, key: &str) -> Result<Record, StoreError> {
         let p = self.snap_dir(key).join(RECORD);
+        use std::io::Read as _;
         let f = std::fs::File::open(&p).map_err(|e| unusable(&p, e))?;
-        let reader = std::io::BufReader::with_capacity(1 << 16, flate2::read::GzDecoder::new(f));
-        serde_json::from_reader(reader).map_err(|e| unusable(&p, e))
+        // Inflated whole, then parsed from memory: serde_json parses a
+        // slice several times faster than a reader.
+        let mut text = Vec::with_capacity(1 << 20);
+        flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 16, f))
+            .read_to_end(&mut text)
+            .map_err(|e| unusable(&p, e))?;
+        serde_json::from_slice(&text).map_err(|e| unusable(&p, e))
     }
 
     /// The folder holding a committed snapshot's tree (for `verify`).
@@ -372,12 +380,44 @@ impl Snapshotter for NativeStore {
             Write::Link => LinkPolicy::AsTree,
             Write::Copy => LinkPolicy::Never,
         };
-        let stats =
-            materialize(&mut tree, &work.dir.join("tree"), policy).map_err(materialize_error)?;
-        let rec = record(&tree);
-        let info = info_of(key, &tree, rec.digest.clone(), kind, names);
+        let dest = work.dir.join("tree");
+        let (stats, digest, encoded) = if tree
+            .inodes()
+            .iter()
+            .any(|i| matches!(i.origin, Origin::Host(_)))
+        {
+            // Files copied from the host are hashed as they are copied:
+            // the record waits for those hashes.
+            let stats = materialize(&mut tree, &dest, policy).map_err(materialize_error)?;
+            let rec = record(&tree);
+            (stats, rec.digest.clone(), encode_record(&rec))
+        } else {
+            // Every content is known: the record is made and encoded while
+            // the tree is written, with each file's `phys` as it is before
+            // (a linked file keeps its inode). Only when writing gave some
+            // file another inode (a copy) is it encoded again.
+            let (written, (mut partial, encoded)) = rayon::join(
+                || write_tree(&tree, &dest, policy),
+                || {
+                    let mut partial = record_parts(&tree);
+                    partial.fill_phys(&tree);
+                    let encoded = encode_record(partial.record());
+                    (partial, encoded)
+                },
+            );
+            let (stats, updates) = written.map_err(materialize_error)?;
+            updates.apply(&mut tree);
+            let encoded = if partial.phys_matches(&tree) {
+                encoded
+            } else {
+                partial.fill_phys(&tree);
+                encode_record(partial.record())
+            };
+            (stats, partial.record().digest.clone(), encoded)
+        };
+        let info = info_of(key, &tree, digest, kind, names);
         let rec_path = work.dir.join(RECORD);
-        write_record(&rec_path, &rec).map_err(|e| write_error(&rec_path, e))?;
+        std::fs::write(&rec_path, encoded).map_err(|e| write_error(&rec_path, e))?;
         let info_path = work.dir.join("info.json");
         std::fs::write(
             &info_path,

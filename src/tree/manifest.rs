@@ -90,55 +90,86 @@ fn meta_fields(meta: &Meta) -> (String, Option<BTreeMap<String, String>>) {
     (format!("{:04o}", meta.mode & 0o7777), xattrs)
 }
 
-/// The manifest of a tree (root excluded, sorted by path bytes).
+/// The manifest of a tree (root excluded, sorted by path bytes). Entries
+/// are built in parallel.
 pub fn manifest(tree: &Tree) -> Vec<Entry> {
-    let entries = sorted_entries(tree);
-    let mut first_name: HashMap<InodeId, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(entries.len());
-    for (k, (path, id)) in entries.iter().enumerate() {
-        let node = tree.node(*id);
-        let meta = tree.meta(*id);
-        let (mode, xattrs) = meta_fields(meta);
-        let mut e = Entry {
-            path: escape_bytes(path),
-            kind: node.kind.type_name().to_string(),
-            mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            mtime: meta.mtime,
-            size: None,
-            sha256: None,
-            target: None,
-            rdev: None,
-            xattrs,
-            link: None,
-        };
-        match &node.kind {
-            Kind::File(i) => {
-                let inode = tree.inode(*i);
-                e.size = Some(inode.size);
-                e.sha256 = Some(hex::encode(inode.sha256));
-                match first_name.get(i) {
-                    Some(&f) => e.link = Some(escape_bytes(&entries[f].0)),
-                    None => {
-                        first_name.insert(*i, k);
+    manifest_of(tree, &sorted_entries(tree))
+}
+
+/// The manifest of `entries` (from [`sorted_entries`]).
+fn manifest_of(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<Entry> {
+    use rayon::prelude::*;
+    // The first name (in path order) of each inode: later names link to it.
+    let mut first_name = vec![usize::MAX; tree.inodes().len()];
+    for (k, (_, id)) in entries.iter().enumerate() {
+        if let Kind::File(i) = tree.node(*id).kind {
+            if first_name[i as usize] == usize::MAX {
+                first_name[i as usize] = k;
+            }
+        }
+    }
+    entries
+        .par_iter()
+        .enumerate()
+        .map(|(k, (path, id))| {
+            let node = tree.node(*id);
+            let meta = tree.meta(*id);
+            let (mode, xattrs) = meta_fields(meta);
+            let mut e = Entry {
+                path: escape_bytes(path),
+                kind: node.kind.type_name().to_string(),
+                mode,
+                uid: meta.uid,
+                gid: meta.gid,
+                mtime: meta.mtime,
+                size: None,
+                sha256: None,
+                target: None,
+                rdev: None,
+                xattrs,
+                link: None,
+            };
+            match &node.kind {
+                Kind::File(i) => {
+                    let inode = tree.inode(*i);
+                    e.size = Some(inode.size);
+                    e.sha256 = Some(hex::encode(inode.sha256));
+                    let first = first_name[*i as usize];
+                    if first != k {
+                        e.link = Some(escape_bytes(&entries[first].0));
                     }
                 }
+                Kind::Symlink(t) => e.target = Some(escape_bytes(t)),
+                Kind::Char(r) | Kind::Block(r) => e.rdev = Some(*r),
+                _ => {}
             }
-            Kind::Symlink(t) => e.target = Some(escape_bytes(t)),
-            Kind::Char(r) | Kind::Block(r) => e.rdev = Some(*r),
-            _ => {}
-        }
-        out.push(e);
-    }
-    out
+            e
+        })
+        .collect()
 }
 
 /// The digest of a manifest: `sha256:` and the hex sha256 of the array
-/// serialised without spaces, fields in manifest order.
+/// serialised without spaces, fields in manifest order. Chunks of entries
+/// are serialised in parallel and hashed in order.
 pub fn digest_of(entries: &[Entry]) -> String {
-    let bytes = serde_json::to_vec(entries).expect("serialise");
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    use rayon::prelude::*;
+    const CHUNK: usize = 2048;
+    let parts: Vec<Vec<u8>> = entries
+        .par_chunks(CHUNK)
+        .map(|chunk| serde_json::to_vec(chunk).expect("serialise"))
+        .collect();
+    let mut h = Sha256::new();
+    h.update(b"[");
+    for (k, part) in parts.iter().enumerate() {
+        if k > 0 {
+            h.update(b",");
+        }
+        // Each part is a whole array: its items are the bytes between
+        // its brackets.
+        h.update(&part[1..part.len() - 1]);
+    }
+    h.update(b"]");
+    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// The tree digest of a tree.
@@ -187,8 +218,56 @@ pub struct RecordEntry {
 
 /// The record of a tree, as it is stored (its files at their paths).
 pub fn record(tree: &Tree) -> Record {
+    record_parts(tree).finish(tree)
+}
+
+/// A record with everything but the files' `phys`, which [`PartialRecord::finish`]
+/// takes from the tree: the bulk of a record (manifest, digest) can be made
+/// while the tree is being materialised, which only sets `phys` (and the
+/// content of files copied from the host).
+pub struct PartialRecord {
+    rec: Record,
+    ids: Vec<NodeId>,
+}
+
+impl PartialRecord {
+    /// The record, each file's `phys` read from `tree` now.
+    pub fn finish(mut self, tree: &Tree) -> Record {
+        self.fill_phys(tree);
+        self.rec
+    }
+
+    /// Sets each file's `phys` to what `tree` says now.
+    pub fn fill_phys(&mut self, tree: &Tree) {
+        for (entry, id) in self.rec.entries.iter_mut().zip(&self.ids) {
+            if let Kind::File(i) = tree.node(*id).kind {
+                entry.phys = tree.inode(i).phys;
+            }
+        }
+    }
+
+    /// Whether every file's `phys` is what `tree` says now.
+    pub fn phys_matches(&self, tree: &Tree) -> bool {
+        self.rec
+            .entries
+            .iter()
+            .zip(&self.ids)
+            .all(|(entry, id)| match tree.node(*id).kind {
+                Kind::File(i) => entry.phys == tree.inode(i).phys,
+                _ => true,
+            })
+    }
+
+    /// The record as it stands.
+    pub fn record(&self) -> &Record {
+        &self.rec
+    }
+}
+
+/// [`record`] without the files' `phys`.
+pub fn record_parts(tree: &Tree) -> PartialRecord {
     let entries = sorted_entries(tree);
-    let manifest = manifest(tree);
+    let manifest = manifest_of(tree, &entries);
     let digest = digest_of(&manifest);
     let records = manifest
         .into_iter()
@@ -206,25 +285,24 @@ pub fn record(tree: &Tree) -> Record {
                 .keys()
                 .any(|k| std::str::from_utf8(k).is_err())
                 .then(|| meta.xattrs.iter().map(|(k, v)| (b64(k), b64(v))).collect());
-            let phys = match node.kind {
-                Kind::File(i) => tree.inode(i).phys,
-                _ => None,
-            };
             RecordEntry {
                 entry,
                 raw_path,
                 raw_target,
                 raw_xattrs,
                 structural: node.structural,
-                phys,
+                phys: None,
             }
         })
         .collect();
-    Record {
-        digest,
-        is_diff: tree.is_diff,
-        deletions: tree.deletions.iter().map(|d| b64(d)).collect(),
-        entries: records,
+    PartialRecord {
+        rec: Record {
+            digest,
+            is_diff: tree.is_diff,
+            deletions: tree.deletions.iter().map(|d| b64(d)).collect(),
+            entries: records,
+        },
+        ids: entries.into_iter().map(|(_, id)| id).collect(),
     }
 }
 
