@@ -157,9 +157,11 @@ struct Cached {
 /// again, as git does with its index.
 #[derive(Clone, Debug, Default)]
 pub struct StatCache {
-    map: HashMap<Vec<u8>, Cached>,
+    map: rustc_hash::FxHashMap<Vec<u8>, Cached>,
     hits: u64,
     misses: u64,
+    /// Whether it differs from the file it was loaded from.
+    dirty: bool,
 }
 
 /// How close to its hashing a file's ctime makes the file racy (the kernel
@@ -191,7 +193,7 @@ impl StatCache {
             return None;
         }
         let mut rest = body.strip_prefix(CACHE_MAGIC)?;
-        let mut map = HashMap::new();
+        let mut map = rustc_hash::FxHashMap::default();
         let u64_at =
             |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
         while !rest.is_empty() {
@@ -220,6 +222,7 @@ impl StatCache {
             map,
             hits: 0,
             misses: 0,
+            dirty: false,
         })
     }
 
@@ -284,7 +287,15 @@ impl StatCache {
     /// Forgets the files no scan has looked at since the cache was loaded
     /// (deleted files, or sources no longer built), to keep it small.
     pub fn prune_unseen(&mut self) {
+        let before = self.map.len();
         self.map.retain(|_, c| c.seen);
+        self.dirty |= self.map.len() != before;
+    }
+
+    /// Whether it changed since it was loaded (or made): an unchanged cache
+    /// need not be saved again.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     fn lookup(&mut self, key: &[u8], stamp: &Stamp) -> Option<[u8; 32]> {
@@ -303,6 +314,7 @@ impl StatCache {
     }
 
     fn record(&mut self, key: Vec<u8>, stamp: Stamp, sha256: [u8; 32]) {
+        self.dirty = true;
         self.map.insert(
             key,
             Cached {
@@ -314,7 +326,7 @@ impl StatCache {
     }
 
     fn forget(&mut self, key: &[u8]) {
-        self.map.remove(key);
+        self.dirty |= self.map.remove(key).is_some();
     }
 }
 
@@ -871,6 +883,9 @@ pub(crate) mod tests {
         assert_eq!(loaded.len(), 21);
         with(&mut loaded);
         assert_eq!((loaded.hits(), loaded.misses()), (21, 0));
+        // nothing changed: nothing to save
+        loaded.prune_unseen();
+        assert!(!loaded.is_dirty());
 
         // one file changed: only it is read again
         std::fs::write(src.join("sub/f3"), "changed!").unwrap();
@@ -881,6 +896,7 @@ pub(crate) mod tests {
         ));
         let third = with(&mut loaded);
         assert_eq!((loaded.hits(), loaded.misses()), (41, 1));
+        assert!(loaded.is_dirty(), "a new hash is worth saving");
         let e = manifest(&third)
             .into_iter()
             .find(|e| e.path == "sub/f3")

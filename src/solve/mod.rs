@@ -157,7 +157,9 @@ fn read_local(
     };
     let tree = scan(&real, opts).map_err(|e| fail(e.to_string()))?;
     cache.prune_unseen();
-    let _ = cache.save(&cache_path);
+    if cache.is_dirty() {
+        let _ = cache.save(&cache_path);
+    }
     let digest = crate::tree::manifest::tree_digest(&tree);
     Ok((tree, digest))
 }
