@@ -208,6 +208,38 @@ pub fn write_tree(
     dest: &Path,
     policy: LinkPolicy,
 ) -> Result<(Materialized, Updates), MaterializeError> {
+    write_tree_as(tree, dest, policy, false)
+}
+
+/// [`write_tree`] for a tree the store keeps. A process that is not root
+/// needs the owner's `rwx` on a stored directory to read it back (to link
+/// or copy its files, to verify it), so such a process stores directories
+/// with `u+rwx` added to their mode; their true mode is in the snapshot's
+/// record, which is what exports and digests use. Root stores exact modes.
+pub fn write_stored_tree(
+    tree: &Tree,
+    dest: &Path,
+    policy: LinkPolicy,
+) -> Result<(Materialized, Updates), MaterializeError> {
+    write_tree_as(tree, dest, policy, true)
+}
+
+/// The mode a directory of mode `mode` gets in the store (see
+/// [`write_stored_tree`]).
+pub fn stored_dir_mode(mode: u32, as_root: bool) -> u32 {
+    if as_root {
+        mode
+    } else {
+        mode | 0o700
+    }
+}
+
+fn write_tree_as(
+    tree: &Tree,
+    dest: &Path,
+    policy: LinkPolicy,
+    stored: bool,
+) -> Result<(Materialized, Updates), MaterializeError> {
     let dest = std::path::absolute(dest).map_err(|e| fail("resolve", dest.to_path_buf(), e))?;
     mkdir(&dest, Mode::S_IRWXU).map_err(|e| fail("create directory", dest.clone(), e))?;
     let dest_fd = open(
@@ -217,11 +249,13 @@ pub fn write_tree(
     )
     .map_err(|e| fail("open directory", dest.clone(), e))?;
     let dest_fd = Arc::new(dest_fd);
+    let as_root = nix::unistd::geteuid().is_root();
     let (stats, updates) = {
         let ctx = Ctx {
             tree,
             policy,
-            as_root: nix::unistd::geteuid().is_root(),
+            as_root,
+            searchable_dirs: stored && !as_root,
             dest_bytes: dest.as_os_str().as_bytes().to_vec(),
             dest_fd: dest_fd.clone(),
             names: names_per_inode(tree),
@@ -289,6 +323,9 @@ struct Ctx<'t> {
     tree: &'t Tree,
     policy: LinkPolicy,
     as_root: bool,
+    /// Directories keep the owner's read, write and search bits (see
+    /// [`write_stored_tree`]).
+    searchable_dirs: bool,
     dest_bytes: Vec<u8>,
     dest_fd: Arc<OwnedFd>,
     names: Vec<u32>,
@@ -916,7 +953,13 @@ impl Ctx<'_> {
     fn dir_meta(&self, job: &MetaJob) -> Result<(), MaterializeError> {
         let path = || self.dest_path(&job.rel);
         let st = fstat(job.fd.as_fd()).map_err(|e| fail("stat", path(), e))?;
-        self.file_meta(job.fd.as_fd(), &st, &self.tree.node(job.node).meta, path)
+        let meta = &self.tree.node(job.node).meta;
+        if self.searchable_dirs && meta.mode & 0o700 != 0o700 {
+            let mut meta = meta.clone();
+            meta.mode = stored_dir_mode(meta.mode, false);
+            return self.file_meta(job.fd.as_fd(), &st, &meta, path);
+        }
+        self.file_meta(job.fd.as_fd(), &st, meta, path)
     }
 }
 

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use super::lock::{self, HeldLock, Mode};
 use super::{Committed, Info, Key, Snapshotter, StoreError, Write};
-use crate::fs::materialize::{materialize, write_tree, LinkPolicy, MaterializeError, Materialized};
+use crate::fs::materialize::{
+    materialize, write_stored_tree, LinkPolicy, MaterializeError, Materialized,
+};
 use crate::tree::manifest::{record, record_parts, tree_from_record, Record};
 use crate::tree::{Kind, Origin, Tree};
 
@@ -388,7 +390,9 @@ impl Snapshotter for NativeStore {
         {
             // Files copied from the host are hashed as they are copied:
             // the record waits for those hashes.
-            let stats = materialize(&mut tree, &dest, policy).map_err(materialize_error)?;
+            let (stats, updates) =
+                write_stored_tree(&tree, &dest, policy).map_err(materialize_error)?;
+            updates.apply(&mut tree);
             let rec = record(&tree);
             (stats, rec.digest.clone(), encode_record(&rec))
         } else {
@@ -397,7 +401,7 @@ impl Snapshotter for NativeStore {
             // (a linked file keeps its inode). Only when writing gave some
             // file another inode (a copy) is it encoded again.
             let (written, (mut partial, encoded)) = rayon::join(
-                || write_tree(&tree, &dest, policy),
+                || write_stored_tree(&tree, &dest, policy),
                 || {
                     let mut partial = record_parts(&tree);
                     partial.fill_phys(&tree);

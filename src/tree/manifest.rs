@@ -311,6 +311,43 @@ pub fn record_parts(tree: &Tree) -> PartialRecord {
 #[error("damaged snapshot record: {0}")]
 pub struct RecordError(pub String);
 
+/// Gives a tree scanned from a snapshot's folder the directory modes its
+/// record gives, where the folder holds the mode the store writes for them
+/// (see [`crate::fs::materialize::write_stored_tree`]: a store written by a
+/// user other than root adds `u+rwx`). Any other difference is left for
+/// the digest to show.
+pub fn undo_stored_dir_modes(tree: &mut Tree, rec: &Record) {
+    let mut recorded: HashMap<Vec<u8>, u32> = HashMap::new();
+    for r in &rec.entries {
+        if r.entry.kind != "dir" {
+            continue;
+        }
+        let path = match &r.raw_path {
+            Some(p) => match unb64(p) {
+                Some(p) => p,
+                None => continue,
+            },
+            None => r.entry.path.as_bytes().to_vec(),
+        };
+        if let Ok(mode) = u32::from_str_radix(&r.entry.mode, 8) {
+            recorded.insert(path, mode);
+        }
+    }
+    for (path, id) in tree.walk(Tree::ROOT) {
+        if !tree.node(id).kind.is_dir() {
+            continue;
+        }
+        if let Some(&mode) = recorded.get(&path) {
+            let meta = tree.meta_mut(id);
+            if meta.mode != mode
+                && meta.mode == crate::fs::materialize::stored_dir_mode(mode, false)
+            {
+                meta.mode = mode;
+            }
+        }
+    }
+}
+
 /// Rebuilds the tree of a record whose files are stored under `root`.
 pub fn tree_from_record(rec: &Record, root: &Arc<PathBuf>) -> Result<Tree, RecordError> {
     let bad = |m: String| RecordError(m);
