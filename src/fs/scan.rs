@@ -22,7 +22,7 @@
 //! structure first (one thread, iterative, any depth), then the contents of
 //! the files the [`StatCache`] does not vouch for, hashed in parallel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -116,6 +116,13 @@ impl ScanError {
             ScanError::Changed { .. } => None,
         }
     }
+}
+
+/// An entry's `lstat` and xattrs, read ahead (see [`Walker::prefetch`]);
+/// each is taken once.
+struct Fetched {
+    st: Option<nix::Result<FileStat>>,
+    xattrs: Option<io::Result<BTreeMap<Vec<u8>, Vec<u8>>>>,
 }
 
 /// What identifies an unchanged file: if all of it is equal, so is the
@@ -505,14 +512,16 @@ impl Walker<'_> {
         let mut entries =
             read_entries(fd.as_fd()).map_err(|e| self.err("read directory", &self.path, e))?;
         entries.sort_unstable();
+        let mut fetched = self.prefetch(fd, &entries);
         let first_subdir = stack.len();
-        for (name, dtype) in entries {
+        for (k, (name, dtype)) in entries.into_iter().enumerate() {
             let rel = join_rel(&self.path, &name);
+            let mut pre = fetched.as_mut().and_then(|f| f[k].take());
             let mut st = None;
             let guess_dir = match dtype {
                 libc::DT_DIR => true,
                 libc::DT_UNKNOWN => {
-                    let s = match self.lstat(fd, &name, &rel)? {
+                    let s = match self.lstat_or(pre.as_mut(), fd, &name, &rel)? {
                         Some(s) => s,
                         None => continue,
                     };
@@ -528,7 +537,7 @@ impl Walker<'_> {
             }
             let st = match st {
                 Some(s) => s,
-                None => match self.lstat(fd, &name, &rel)? {
+                None => match self.lstat_or(pre.as_mut(), fd, &name, &rel)? {
                     Some(s) => s,
                     None => continue,
                 },
@@ -541,9 +550,14 @@ impl Walker<'_> {
                     continue;
                 }
             }
-            let xattrs = read_xattrs_at(fd.as_fd(), &name, || {
-                self.full_path(&rel).into_os_string().into_vec()
-            })
+            // Prefetched xattrs were read after the stat used here; an entry
+            // replaced in between is read again.
+            let xattrs = match pre.and_then(|p| p.xattrs) {
+                Some(x) if (fmt == libc::S_IFDIR) == guess_dir => x,
+                _ => read_xattrs_at(fd.as_fd(), &name, || {
+                    self.full_path(&rel).into_os_string().into_vec()
+                }),
+            }
             .map_err(|e| self.err("read xattrs of", &rel, e))?;
             let (uid, gid) = self.owner.unwrap_or((st.st_uid, st.st_gid));
             let mut meta = Meta {
@@ -597,6 +611,67 @@ impl Walker<'_> {
         match self.filter {
             Some(f) => f.decide_bytes(rel, is_dir),
             None => Decision::Take,
+        }
+    }
+
+    /// The `lstat` and xattrs of a large directory's entries, read in
+    /// parallel (most of a scan is these two calls per entry); `None` for
+    /// small directories, read one entry at a time. Entries the filter skips
+    /// on their listed type are not read.
+    fn prefetch(&self, fd: &OwnedFd, entries: &[(Vec<u8>, u8)]) -> Option<Vec<Option<Fetched>>> {
+        const PARALLEL_MIN: usize = 32;
+        if entries.len() < PARALLEL_MIN {
+            return None;
+        }
+        let wanted: Vec<bool> = entries
+            .iter()
+            .map(|(name, dtype)| {
+                *dtype == libc::DT_UNKNOWN
+                    || self.decide(&join_rel(&self.path, name), *dtype == libc::DT_DIR)
+                        != Decision::Skip
+            })
+            .collect();
+        let dir_path = self.full_path(&self.path).into_os_string().into_vec();
+        let dir = fd.as_fd();
+        Some(
+            entries
+                .par_iter()
+                .zip(wanted.par_iter())
+                .map(|((name, _), &wanted)| {
+                    if !wanted {
+                        return None;
+                    }
+                    let st = fstatat(dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW);
+                    let xattrs = st.is_ok().then(|| {
+                        read_xattrs_at(dir, name, || {
+                            let mut p = dir_path.clone();
+                            p.push(b'/');
+                            p.extend_from_slice(name);
+                            p
+                        })
+                    });
+                    Some(Fetched {
+                        st: Some(st),
+                        xattrs,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// [`Walker::lstat`], taken from a prefetch when there is one.
+    fn lstat_or(
+        &self,
+        pre: Option<&mut Fetched>,
+        dir: &OwnedFd,
+        name: &[u8],
+        rel: &[u8],
+    ) -> Result<Option<FileStat>, ScanError> {
+        match pre.and_then(|p| p.st.take()) {
+            Some(Ok(st)) => Ok(Some(st)),
+            Some(Err(Errno::ENOENT)) => Ok(None),
+            Some(Err(e)) => Err(self.err("stat", rel, e)),
+            None => self.lstat(dir, name, rel),
         }
     }
 
