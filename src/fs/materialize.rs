@@ -614,6 +614,22 @@ impl Writer<'_> {
     }
 }
 
+/// The owner of `meta` for chown(2), which reads the id 4294967295 (-1) as
+/// "leave unchanged": a file would silently keep another owner than the one
+/// its snapshot records.
+fn owner_ids(meta: &Meta) -> io::Result<(Uid, Gid)> {
+    if meta.uid == u32::MAX || meta.gid == u32::MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "owner {}:{} cannot be set (chown reads the id 4294967295 as \"unchanged\")",
+                meta.uid, meta.gid
+            ),
+        ));
+    }
+    Ok((Uid::from_raw(meta.uid), Gid::from_raw(meta.gid)))
+}
+
 fn timespec(sec: i64) -> TimeSpec {
     TimeSpec::new(sec, 0)
 }
@@ -794,12 +810,8 @@ impl Ctx<'_> {
     ) -> Result<(), MaterializeError> {
         let chown = self.as_root && (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
         if chown {
-            fchown(
-                fd,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-            )
-            .map_err(|e| fail("set owner of", path(), e))?;
+            let (uid, gid) = owner_ids(meta).map_err(|e| fail("set owner of", path(), e))?;
+            fchown(fd, Some(uid), Some(gid)).map_err(|e| fail("set owner of", path(), e))?;
         }
         let mode = meta.mode & 0o7777;
         if chown || st.st_mode & 0o7777 != mode {
@@ -838,11 +850,12 @@ impl Ctx<'_> {
         made.map_err(|(op, e)| fail(op, dest(), e))?;
         let meta = &n.meta;
         if self.as_root {
+            let (uid, gid) = owner_ids(meta).map_err(|e| fail("set owner of", dest(), e))?;
             fchownat(
                 dir,
                 name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
+                Some(uid),
+                Some(gid),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| fail("set owner of", dest(), e))?;
