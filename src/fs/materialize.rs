@@ -630,6 +630,25 @@ fn owner_ids(meta: &Meta) -> io::Result<(Uid, Gid)> {
     Ok((Uid::from_raw(meta.uid), Gid::from_raw(meta.gid)))
 }
 
+/// Checks that the filesystem stored `mtime` as given: past its range
+/// (ext4 ends in 2446) the kernel clamps it silently, and the file would
+/// differ from its snapshot's record. Only times outside 1901..2038 can be
+/// clamped, so only those cost a stat.
+fn check_mtime(mtime: i64, stat: impl FnOnce() -> nix::Result<FileStat>) -> io::Result<()> {
+    if i32::try_from(mtime).is_ok() {
+        return Ok(());
+    }
+    let stored = stat()?.st_mtime;
+    if stored == mtime {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mtime {mtime} is out of this filesystem's range (it stored {stored})"),
+        ))
+    }
+}
+
 fn timespec(sec: i64) -> TimeSpec {
     TimeSpec::new(sec, 0)
 }
@@ -823,7 +842,7 @@ impl Ctx<'_> {
         }
         let t = timespec(meta.mtime);
         futimens(fd, &t, &t).map_err(|e| fail("set mtime of", path(), e))?;
-        Ok(())
+        check_mtime(meta.mtime, || fstat(fd)).map_err(|e| fail("set mtime of", path(), e))
     }
 
     /// A symlink, fifo, socket or device, with its metadata.
@@ -881,7 +900,10 @@ impl Ctx<'_> {
         let t = timespec(meta.mtime);
         utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
             .map_err(|e| fail("set mtime of", dest(), e))?;
-        Ok(())
+        check_mtime(meta.mtime, || {
+            fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        })
+        .map_err(|e| fail("set mtime of", dest(), e))
     }
 
     /// Another name of a hardlink group: a link to its first name.
