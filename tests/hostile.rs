@@ -134,6 +134,7 @@ impl Sandbox {
         symlink("../../..", src.join("up")).expect("symlink");
         symlink("../../outside", src.join("rel")).expect("symlink");
         symlink(&self.outside, src.join("abs")).expect("symlink");
+        chmod(&src.join("dir"), 0o755);
         freeze_mtimes(&src, T0);
         src
     }
@@ -165,6 +166,13 @@ impl Sandbox {
         }
         out + rest
     }
+}
+
+/// Sets the mode of `path` (folders and special files are made under the
+/// umask, and the snapshots must not depend on it).
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 /// What is compared of a canary entry.
@@ -579,6 +587,7 @@ fn escape_links(s: &Sandbox) {
 
 fn full_out(s: &Sandbox) {
     write(&s.out, "old/keep.txt", b"old\n", 0o644);
+    chmod(&s.out.join("old"), 0o755);
 }
 
 fn out_link(s: &Sandbox) {
@@ -591,6 +600,7 @@ fn odd_names(s: &Sandbox) {
         let p = src.join(OsStr::from_bytes(name));
         fs::create_dir_all(p.parent().unwrap()).expect("mkdir");
         fs::write(&p, data).expect("write");
+        chmod(&p, 0o644);
     };
     mk(b"new\nline.txt", b"newline\n");
     mk(b"dir\nwith newline/f", b"f\n");
@@ -599,12 +609,16 @@ fn odd_names(s: &Sandbox) {
     mk(&[b'n'; 255], b"255\n");
     mk(b" leading space and trailing ", b"spaces\n");
     mk(b"-dash", b"dash\n");
+    for dir in [&b"dir\nwith newline"[..], b"caf\xe9"] {
+        chmod(&src.join(OsStr::from_bytes(dir)), 0o755);
+    }
     freeze_mtimes(&src, T0);
 }
 
 fn fifo(s: &Sandbox) {
     let src = s.src();
     nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o640)).expect("mkfifo");
+    chmod(&src.join("fifo"), 0o640);
     set_mtime(&src.join("fifo"), T0);
     set_mtime(&src, T0);
 }
@@ -613,7 +627,7 @@ fn socket(s: &Sandbox) {
     let src = s.src();
     // The listener is dropped at once; the socket file stays.
     std::os::unix::net::UnixListener::bind(src.join("sock")).expect("bind");
-    fs::set_permissions(src.join("sock"), fs::Permissions::from_mode(0o660)).expect("chmod");
+    chmod(&src.join("sock"), 0o660);
     set_mtime(&src.join("sock"), T0);
     set_mtime(&src, T0);
 }
@@ -810,6 +824,7 @@ fn devices(s: &Sandbox) {
             nix::sys::stat::makedev(major, minor),
         )
         .expect("mknod");
+        chmod(&src.join(name), 0o640);
         set_mtime(&src.join(name), T0);
     };
     dev("zero", nix::sys::stat::SFlag::S_IFCHR, 1, 5);
