@@ -674,6 +674,41 @@ impl Writer<'_> {
     }
 }
 
+/// The owner of `meta` for chown(2), which reads the id 4294967295 (-1) as
+/// "leave unchanged": a file would silently keep another owner than the one
+/// its snapshot records.
+fn owner_ids(meta: &Meta) -> io::Result<(Uid, Gid)> {
+    if meta.uid == u32::MAX || meta.gid == u32::MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "owner {}:{} cannot be set (chown reads the id 4294967295 as \"unchanged\")",
+                meta.uid, meta.gid
+            ),
+        ));
+    }
+    Ok((Uid::from_raw(meta.uid), Gid::from_raw(meta.gid)))
+}
+
+/// Checks that the filesystem stored `mtime` as given: past its range
+/// (ext4 ends in 2446) the kernel clamps it silently, and the file would
+/// differ from its snapshot's record. Only times outside 1901..2038 can be
+/// clamped, so only those cost a stat.
+fn check_mtime(mtime: i64, stat: impl FnOnce() -> nix::Result<FileStat>) -> io::Result<()> {
+    if i32::try_from(mtime).is_ok() {
+        return Ok(());
+    }
+    let stored = stat()?.st_mtime;
+    if stored == mtime {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mtime {mtime} is out of this filesystem's range (it stored {stored})"),
+        ))
+    }
+}
+
 fn timespec(sec: i64) -> TimeSpec {
     TimeSpec::new(sec, 0)
 }
@@ -854,12 +889,8 @@ impl Ctx<'_> {
     ) -> Result<(), MaterializeError> {
         let chown = self.as_root && (st.st_uid, st.st_gid) != (meta.uid, meta.gid);
         if chown {
-            fchown(
-                fd,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-            )
-            .map_err(|e| fail("set owner of", path(), e))?;
+            let (uid, gid) = owner_ids(meta).map_err(|e| fail("set owner of", path(), e))?;
+            fchown(fd, Some(uid), Some(gid)).map_err(|e| fail("set owner of", path(), e))?;
         }
         let mode = meta.mode & 0o7777;
         if chown || st.st_mode & 0o7777 != mode {
@@ -871,7 +902,7 @@ impl Ctx<'_> {
         }
         let t = timespec(meta.mtime);
         futimens(fd, &t, &t).map_err(|e| fail("set mtime of", path(), e))?;
-        Ok(())
+        check_mtime(meta.mtime, || fstat(fd)).map_err(|e| fail("set mtime of", path(), e))
     }
 
     /// A symlink, fifo, socket or device, with its metadata.
@@ -898,11 +929,12 @@ impl Ctx<'_> {
         made.map_err(|(op, e)| fail(op, dest(), e))?;
         let meta = &n.meta;
         if self.as_root {
+            let (uid, gid) = owner_ids(meta).map_err(|e| fail("set owner of", dest(), e))?;
             fchownat(
                 dir,
                 name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
+                Some(uid),
+                Some(gid),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| fail("set owner of", dest(), e))?;
@@ -928,7 +960,10 @@ impl Ctx<'_> {
         let t = timespec(meta.mtime);
         utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
             .map_err(|e| fail("set mtime of", dest(), e))?;
-        Ok(())
+        check_mtime(meta.mtime, || {
+            fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        })
+        .map_err(|e| fail("set mtime of", dest(), e))
     }
 
     /// Another name of a hardlink group: a link to its first name.
