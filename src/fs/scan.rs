@@ -80,6 +80,12 @@ pub struct ScanOptions<'a> {
     pub stat_cache: Option<&'a mut StatCache>,
 }
 
+/// The longest path below a scanned root, in bytes. A tree's manifest holds
+/// every full path, so its size grows with the square of the depth: a
+/// limit keeps a hostile source (say 100,000 nested folders) a clean error
+/// rather than gigabytes of paths. Eight times Linux's `PATH_MAX`.
+pub const MAX_PATH_BYTES: usize = 32 * 1024;
+
 /// A scan that failed: the operation, the path and the system's reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -92,6 +98,14 @@ pub enum ScanError {
         path: PathBuf,
         /// The system's error.
         error: io::Error,
+    },
+    /// A directory lies deeper than [`MAX_PATH_BYTES`] below the root.
+    #[error("cannot read {}: a folder below {} lies deeper than hardmerge's limit of {max} bytes of path (a tree that deep is refused)", shown.display(), root.display(), max = MAX_PATH_BYTES)]
+    TooDeep {
+        /// The source folder.
+        root: PathBuf,
+        /// The start of the folder's path.
+        shown: PathBuf,
     },
     /// A file turned into something else while it was being read.
     #[error("cannot read {}: it is no longer a regular file (it changed during the scan)", path.display())]
@@ -106,6 +120,7 @@ impl ScanError {
     pub fn path(&self) -> &Path {
         match self {
             ScanError::Io { path, .. } | ScanError::Changed { path } => path,
+            ScanError::TooDeep { root, .. } => root,
         }
     }
 
@@ -113,7 +128,7 @@ impl ScanError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             ScanError::Io { error, .. } => error.raw_os_error().map(Errno::from_raw),
-            ScanError::Changed { .. } => None,
+            ScanError::Changed { .. } | ScanError::TooDeep { .. } => None,
         }
     }
 }
@@ -460,6 +475,13 @@ impl Walker<'_> {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(&p.name);
+            if self.path.len() > MAX_PATH_BYTES {
+                let shown = String::from_utf8_lossy(&self.path[..120]).into_owned() + "...";
+                return Err(ScanError::TooDeep {
+                    root: PathBuf::from(OsStr::from_bytes(&self.root_bytes)),
+                    shown: self.full_path(shown.as_bytes()),
+                });
+            }
             self.bounds.truncate(d);
             self.bounds.push(self.path.len());
             self.fds.truncate(d);
