@@ -5,6 +5,7 @@
 //! - `bench`: the benchmark harness of SPEC §9 (see [`bench`]).
 //! - `gen-graph`: one of the bench's generated graphs, to profile or inspect.
 //! - `fuzz`: the libFuzzer targets of `fuzz/` (see [`fuzz`]).
+//! - `soak`: the differential test for many cases (see [`soak`]).
 //!
 //! Invariant: xtask only drives `cargo` and the `hardmerge` binary as
 //! processes; it never links the hardmerge library, so timings measure what a
@@ -13,6 +14,7 @@
 mod bench;
 mod ci;
 mod fuzz;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,10 +38,14 @@ tasks:
                           cargo-fuzz on stable (RUSTC_BOOTSTRAP=1, -s none),
                           N seconds in all (default 60); --cmin merges new
                           inputs into fuzz/corpus/TARGET
+  soak --cases N [--seed S] [--threads T] [--seconds X]
+                          build hardmerge --release and run the hardlink-vs-copy
+                          differential test for N random cases against it;
+                          prints the cases run and the mismatches
   help                    this text
 
 Run `cargo xtask bench --help` for the scenarios and options, and
-`cargo xtask fuzz --help` for its own.";
+`cargo xtask fuzz --help`, `cargo xtask soak --help` for theirs.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         Some("gen-graph") => bench::gen_graph(&args[1..]),
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
