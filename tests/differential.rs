@@ -325,9 +325,23 @@ fn check_case(
             ));
         }
     }
-    if let (Fault::Exdev, Some(tmpfs), Some((target, digest))) = (fault, &faults.tmpfs, &first_ok) {
+    if let (Fault::Exdev, Some(tmpfs)) = (fault, &faults.tmpfs) {
+        // the first target that built, else (none did) a whole root
+        let (g, target, digest) = match &first_ok {
+            Some((t, d)) => (graph.clone(), t.as_str(), Some(d.as_str())),
+            None => {
+                let root = dir.join("exdev-root.json");
+                let g = json!({
+                    "version": 1,
+                    "ops": {"src": {"local": {"path": ROOTS[0]}}},
+                    "outputs": {"default": "src"},
+                });
+                fs::write(&root, serde_json::to_vec(&g).expect("json")).expect("graph");
+                (root, "default", None)
+            }
+        };
         tally.fallbacks +=
-            export_across_devices(bin, &graph, dir, &ctx, &stores, tmpfs, target, digest)?;
+            export_across_devices(bin, &g, dir, &ctx, &stores, tmpfs, target, digest)?;
         tally.exdev_cases += 1;
     }
     if let Some(e) = emlink {
@@ -575,7 +589,8 @@ fn fill_a_stored_file(
 
 /// Exports `target` from the hardlink store with `--link-output` onto the
 /// tmpfs (EXDEV on every link) and from the copy store onto the disk: the
-/// same manifest and digest, and a fallback counted when there is a file.
+/// same manifest and digest (`digest`, when the target was built before),
+/// and fallbacks counted exactly when there is a file.
 #[allow(clippy::too_many_arguments)]
 fn export_across_devices(
     bin: &Path,
@@ -585,7 +600,7 @@ fn export_across_devices(
     stores: &[PathBuf; 2],
     tmpfs: &Path,
     target: &str,
-    digest: &str,
+    digest: Option<&str>,
 ) -> Result<u64, String> {
     let on_tmpfs = tempfile::Builder::new()
         .prefix("exdev-")
@@ -623,12 +638,14 @@ fn export_across_devices(
             out_c.as_os_str(),
         ],
     );
-    if h.code != 0 || c.code != 0 || h.digest().as_deref() != Some(digest) {
+    let built = digest.map(str::to_string).or(c.digest());
+    if h.code != 0 || c.code != 0 || h.digest().is_none() || h.digest() != built {
         return Err(format!(
-            "target {target}: export onto the tmpfs: hardlink exit {} digest {:?} (built {digest}), copy exit {}\n{}{}",
+            "target {target}: export onto the tmpfs: hardlink exit {} digest {:?}, copy exit {} digest {:?} (built {built:?})\n{}{}",
             h.code,
             h.digest(),
             c.code,
+            c.digest(),
             h.stderr,
             c.stderr
         ));
