@@ -27,7 +27,8 @@ usage: cargo xtask fuzz [TARGET...] [--seconds N] [--jobs N] [--cmin]
   TARGET       graph (parse + validate + compile of graph JSON) or ir (compile
                of compiled IR read back); default: both, the time split evenly
   --seconds N  total time (default 60)
-  --jobs N     libFuzzer jobs, one core each (default 1)
+  --jobs N     fuzzing processes, one core each (default 1; N > 1 is
+               libFuzzer's -fork=N)
   --cmin       afterwards, merge the new inputs into fuzz/corpus/TARGET,
                minimised (libFuzzer -merge=1)
 
@@ -107,14 +108,12 @@ pub fn main(args: &[String]) -> Result<()> {
         let mut cmd = cargo_fuzz(&["run", "-s", "none", "--release", t]);
         cmd.arg(&work).arg(&committed).arg("--").args([
             format!("-max_total_time={per_target}"),
-            format!("-jobs={}", a.jobs),
-            format!("-workers={}", a.jobs),
             format!("-dict={}", dict.display()),
             "-print_final_stats=1".to_string(),
         ]);
         if a.jobs > 1 {
-            // libFuzzer writes one log per job into the current folder
-            cmd.current_dir(root.join("fuzz/target"));
+            // fork mode: N processes, one log (stdout), new inputs merged
+            cmd.arg(format!("-fork={}", a.jobs));
         }
         run_status(cmd, &format!("cargo fuzz run {t}"))?;
         if a.cmin {
