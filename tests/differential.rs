@@ -8,6 +8,12 @@
 //!    (outputs, ops, op fields, merge inputs, tree entries removed one at a
 //!    time while it still mismatches), printed, and dumped under
 //!    `$CARGO_TARGET_TMPDIR/differential-failures/`.
+//!
+//!    Every 8th seed also runs into a real link fault (see [`Fault`]):
+//!    EMLINK (a stored file of the hardlink store brought to ext4's link
+//!    limit before the targets build) or EXDEV (the first target exported
+//!    with `--link-output` onto a tmpfs, root only); the fallbacks must be
+//!    counted and change nothing.
 //! 2. **kernel oracle** (root): random stacks of 2–6 trees merged by
 //!    hardmerge and mounted as an overlayfs lowerdir stack give equal
 //!    manifests.
@@ -23,11 +29,13 @@
 //!   0 = no limit);
 //! - `HARDMERGE_ORACLE_STACKS` (default 24).
 
+mod common;
 mod gen;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -76,6 +84,11 @@ struct Tally {
     built: u64,
     failed_alike: u64,
     cross_checked: u64,
+    /// Cases that ran into EMLINK / EXDEV for real, and the link
+    /// fallbacks their reports counted.
+    emlink_cases: u64,
+    exdev_cases: u64,
+    fallbacks: u64,
     /// Op kinds and features in the targets that built (coverage).
     features: BTreeMap<String, u64>,
 }
@@ -85,6 +98,9 @@ impl Tally {
         self.built += t.built;
         self.failed_alike += t.failed_alike;
         self.cross_checked += t.cross_checked;
+        self.emlink_cases += t.emlink_cases;
+        self.exdev_cases += t.exdev_cases;
+        self.fallbacks += t.fallbacks;
         for (k, v) in &t.features {
             *self.features.entry(k.clone()).or_default() += v;
         }
@@ -159,7 +175,13 @@ fn normalise(line: &str, dir: &Path) -> String {
 
 /// Builds `case` with both strategies in a fresh folder below `work`.
 /// `Err` describes the first mismatch; `explain` adds the manifests' diff.
-fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tally, String> {
+fn check_case(
+    bin: &Path,
+    case: &Case,
+    work: &Path,
+    faults: &Faults,
+    explain: bool,
+) -> Result<Tally, String> {
     let tmp = tempfile::Builder::new()
         .prefix("case-")
         .tempdir_in(work)
@@ -178,16 +200,33 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
     let stores = [dir.join("store-hardlink"), dir.join("store-copy")];
     let jobs = case.jobs.to_string();
     let mut tally = Tally::default();
+    let fault = Fault::of(case.seed);
+    let mut emlink = None;
+    if fault == Fault::Emlink && faults.ext {
+        emlink = fill_a_stored_file(bin, case, dir, &ctx, &stores)?;
+        if let Some(e) = &emlink {
+            tally.emlink_cases += 1;
+            tally.fallbacks += e.fallbacks;
+        }
+    }
+    let report = dir.join("report-hardlink.json");
     let mut first_ok: Option<(String, String)> = None;
     for (target, _) in &case.graph.outputs {
-        let extra = [
+        let mut extra = vec![
             OsStr::new("--target"),
             OsStr::new(target),
             OsStr::new("--jobs"),
             OsStr::new(&jobs),
         ];
-        let h = build(bin, &graph, &stores[0], &ctx, "hardlink", &extra);
         let c = build(bin, &graph, &stores[1], &ctx, "copy", &extra);
+        if emlink.is_some() {
+            extra.extend([OsStr::new("--report"), report.as_os_str()]);
+            let _ = fs::remove_file(&report);
+        }
+        let h = build(bin, &graph, &stores[0], &ctx, "hardlink", &extra);
+        if emlink.is_some() && h.code == 0 {
+            tally.fallbacks += fallbacks_in(&report)?;
+        }
         for (what, o) in [("hardlink", &h), ("copy", &c)] {
             if o.crashed() || (o.code == 0 && o.digest().is_none()) {
                 return Err(format!(
@@ -268,17 +307,16 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
         ));
     }
     // a rebuild of the first output from the hardlink store's cache
-    if let Some(first) = first_ok {
-        let (target, digest) = first;
+    if let Some((target, digest)) = &first_ok {
         let again = build(
             bin,
             &graph,
             &stores[0],
             &ctx,
             "hardlink",
-            &[OsStr::new("--target"), OsStr::new(&target)],
+            &[OsStr::new("--target"), OsStr::new(target)],
         );
-        if again.code != 0 || again.digest().as_ref() != Some(&digest) {
+        if again.code != 0 || again.digest().as_ref() != Some(digest) {
             return Err(format!(
                 "target {target}: a rebuild from the cache gives exit {} digest {:?}, not {digest}\n{}",
                 again.code,
@@ -286,6 +324,31 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
                 again.stderr
             ));
         }
+    }
+    if let (Fault::Exdev, Some(tmpfs)) = (fault, &faults.tmpfs) {
+        // the first target that built, else (none did) a whole root
+        let (g, target, digest) = match &first_ok {
+            Some((t, d)) => (graph.clone(), t.as_str(), Some(d.as_str())),
+            None => {
+                let root = dir.join("exdev-root.json");
+                let g = json!({
+                    "version": 1,
+                    "ops": {"src": {"local": {"path": ROOTS[0]}}},
+                    "outputs": {"default": "src"},
+                });
+                fs::write(&root, serde_json::to_vec(&g).expect("json")).expect("graph");
+                (root, "default", None)
+            }
+        };
+        tally.fallbacks +=
+            export_across_devices(bin, &g, dir, &ctx, &stores, tmpfs, target, digest)?;
+        tally.exdev_cases += 1;
+    }
+    if let Some(e) = emlink {
+        // the store must verify once the extra links are gone
+        fs::remove_dir_all(&e.extra_links)
+            .map_err(|err| format!("removing the extra links: {err}"))?;
+        let _ = fs::remove_dir_all(&e.export);
     }
     for (s, what) in stores.iter().zip(["hardlink", "copy"]) {
         if !s.exists() {
@@ -319,6 +382,292 @@ fn check_case(bin: &Path, case: &Case, work: &Path, explain: bool) -> Result<Tal
         ));
     }
     Ok(tally)
+}
+
+/// A real link fault mixed into a case: every 8th seed, alternately.
+/// EMLINK needs the work folder on ext2/3/4, EXDEV a tmpfs (root); a case
+/// whose fault cannot be had runs without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// One stored file of a `local` of the hardlink store is brought to the
+    /// link limit (extra links from a scratch folder outside the store)
+    /// before the targets build: linking it fails, the file is copied.
+    Emlink,
+    /// The first target that builds is exported with `--link-output` onto
+    /// a tmpfs: every link crosses devices, every file is copied.
+    Exdev,
+}
+
+impl Fault {
+    fn of(seed: u64) -> Fault {
+        match seed % 16 {
+            0 => Fault::Emlink,
+            8 => Fault::Exdev,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// What the faults need from the run: whether the stores sit on ext2/3/4,
+/// and the tmpfs mounted for EXDEV.
+struct Faults {
+    ext: bool,
+    tmpfs: Option<PathBuf>,
+}
+
+impl Faults {
+    /// Looks at `work`'s filesystem and, as root, mounts a tmpfs in it; the
+    /// returned guard unmounts it.
+    fn set_up(work: &Path) -> (Faults, Option<common::Mount>) {
+        let ext = common::on_ext(work);
+        if !ext {
+            eprintln!("differential: no EMLINK cases: the temp folder is not on ext2/3/4");
+        }
+        let mut mount = None;
+        if is_root() {
+            let at = work.join("tmpfs");
+            fs::create_dir(&at).expect("tmpfs mount point");
+            match common::Mount::tmpfs(&at, "size=256m") {
+                Ok(m) => mount = Some(m),
+                Err(e) => eprintln!("differential: no EXDEV cases: {e}"),
+            }
+        } else {
+            eprintln!("differential: no EXDEV cases: mounting a tmpfs needs root");
+        }
+        let tmpfs = mount.as_ref().map(|m| m.at.clone());
+        (Faults { ext, tmpfs }, mount)
+    }
+}
+
+/// The EMLINK set-up of a case: what to remove before `verify`, and the
+/// fallbacks the probe counted.
+struct Emlink {
+    extra_links: PathBuf,
+    export: PathBuf,
+    fallbacks: u64,
+}
+
+/// `totals.fallbacks` of a `--report` file.
+fn fallbacks_in(report: &Path) -> Result<u64, String> {
+    let text =
+        fs::read_to_string(report).map_err(|e| format!("report {}: {e}", report.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("report: {e}"))?;
+    v["totals"]["fallbacks"]
+        .as_u64()
+        .ok_or_else(|| format!("report without totals.fallbacks: {text}"))
+}
+
+/// The regular files below `dir`, sorted.
+fn regular_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Brings one stored file of a `local` of the case (the first that imports
+/// with a regular file; else a whole root) to the filesystem's link limit in
+/// the hardlink store, then checks a probe: a `with_directory` of that
+/// local, which must link the file, builds with the fallback counted and
+/// the copy build's digest. `None` when no local has a regular file.
+fn fill_a_stored_file(
+    bin: &Path,
+    case: &Case,
+    dir: &Path,
+    ctx: &Path,
+    stores: &[PathBuf; 2],
+) -> Result<Option<Emlink>, String> {
+    let mut locals: Vec<Value> = case
+        .graph
+        .ops
+        .iter()
+        .filter(|(_, op)| op.get("local").is_some())
+        .map(|(_, op)| op.clone())
+        .collect();
+    locals.extend(ROOTS.iter().map(|r| json!({"local": {"path": r}})));
+    let export = dir.join("emlink-src");
+    let extra_links = dir.join("extra-links");
+    let mut tried = Vec::new();
+    for (i, local) in locals.iter().enumerate() {
+        let g = json!({
+            "version": 1,
+            "ops": {
+                "src": local,
+                "base": {"mkfile": {"path": "/probe", "data": "p"}},
+                "probe": {"with_directory": {"base": "base", "path": "/in", "source": "src"}},
+            },
+            "outputs": {"src": "src", "probe": "probe"},
+        });
+        let path = dir.join(format!("emlink-{i}.json"));
+        fs::write(&path, serde_json::to_vec(&g).expect("json")).expect("probe graph");
+        let _ = fs::remove_dir_all(&export);
+        // exported as links: the export's files are the stored inodes
+        let src = build(
+            bin,
+            &path,
+            &stores[0],
+            ctx,
+            "hardlink",
+            &[
+                OsStr::new("--target"),
+                OsStr::new("src"),
+                OsStr::new("--output"),
+                export.as_os_str(),
+                OsStr::new("--link-output"),
+            ],
+        );
+        if src.code != 0 {
+            // an invalid local, or one that fails: the next
+            tried.push(format!("{local}: exit {}: {}", src.code, src.error()));
+            continue;
+        }
+        let files = regular_files(&export);
+        let Some(file) = files.get(case.seed as usize / 16 % files.len().max(1)) else {
+            tried.push(format!("{local}: no regular file"));
+            continue;
+        };
+        let nlink = common::fill_links(file, &extra_links, common::EXT_LINK_MAX);
+        if fs::hard_link(file, extra_links.join("one-more")).is_ok() {
+            return Err(format!(
+                "{} took a link past {nlink}: not at the limit",
+                file.display()
+            ));
+        }
+        let report = dir.join("emlink-report.json");
+        let probe = [
+            OsStr::new("--target"),
+            OsStr::new("probe"),
+            OsStr::new("--report"),
+            report.as_os_str(),
+        ];
+        let h = build(bin, &path, &stores[0], ctx, "hardlink", &probe);
+        let c = build(bin, &path, &stores[1], ctx, "copy", &probe[..2]);
+        if h.code != 0 || c.code != 0 || h.digest() != c.digest() {
+            return Err(format!(
+                "EMLINK probe (local {local}, {} at {nlink} links): hardlink exit {} digest {:?}, copy exit {} digest {:?}\n{}{}",
+                file.display(),
+                h.code,
+                h.digest(),
+                c.code,
+                c.digest(),
+                h.stderr,
+                c.stderr
+            ));
+        }
+        let fallbacks = fallbacks_in(&report)?;
+        if fallbacks == 0 {
+            return Err(format!(
+                "EMLINK probe: {} is at {nlink} links and was linked, but no fallback is counted",
+                file.display(),
+            ));
+        }
+        return Ok(Some(Emlink {
+            extra_links,
+            export,
+            fallbacks,
+        }));
+    }
+    if std::env::var_os("HARDMERGE_DIFF_VERBOSE").is_some() {
+        eprintln!(
+            "seed {}: no EMLINK: no local imports a regular file:\n{}",
+            case.seed,
+            tried.join("\n")
+        );
+    }
+    Ok(None)
+}
+
+/// Exports `target` from the hardlink store with `--link-output` onto the
+/// tmpfs (EXDEV on every link) and from the copy store onto the disk: the
+/// same manifest and digest (`digest`, when the target was built before),
+/// and fallbacks counted exactly when there is a file.
+#[allow(clippy::too_many_arguments)]
+fn export_across_devices(
+    bin: &Path,
+    graph: &Path,
+    dir: &Path,
+    ctx: &Path,
+    stores: &[PathBuf; 2],
+    tmpfs: &Path,
+    target: &str,
+    digest: Option<&str>,
+) -> Result<u64, String> {
+    let on_tmpfs = tempfile::Builder::new()
+        .prefix("exdev-")
+        .tempdir_in(tmpfs)
+        .map_err(|e| format!("tempdir on the tmpfs: {e}"))?;
+    let out_h = on_tmpfs.path().join("out");
+    let out_c = dir.join("exdev-copy");
+    let report = dir.join("exdev-report.json");
+    let h = build(
+        bin,
+        graph,
+        &stores[0],
+        ctx,
+        "hardlink",
+        &[
+            OsStr::new("--target"),
+            OsStr::new(target),
+            OsStr::new("--output"),
+            out_h.as_os_str(),
+            OsStr::new("--link-output"),
+            OsStr::new("--report"),
+            report.as_os_str(),
+        ],
+    );
+    let c = build(
+        bin,
+        graph,
+        &stores[1],
+        ctx,
+        "copy",
+        &[
+            OsStr::new("--target"),
+            OsStr::new(target),
+            OsStr::new("--output"),
+            out_c.as_os_str(),
+        ],
+    );
+    let built = digest.map(str::to_string).or(c.digest());
+    if h.code != 0 || c.code != 0 || h.digest().is_none() || h.digest() != built {
+        return Err(format!(
+            "target {target}: export onto the tmpfs: hardlink exit {} digest {:?}, copy exit {} digest {:?} (built {built:?})\n{}{}",
+            h.code,
+            h.digest(),
+            c.code,
+            c.digest(),
+            h.stderr,
+            c.stderr
+        ));
+    }
+    if fs::metadata(&out_h).map(|m| m.dev()).ok() == fs::metadata(dir).map(|m| m.dev()).ok() {
+        return Err("the tmpfs export is on the store's device".into());
+    }
+    let (mh, mc) = (manifest(bin, &out_h)?, manifest(bin, &out_c)?);
+    if mh != mc {
+        return Err(format!(
+            "target {target}: the export across devices differs from the copy build's:\n{}",
+            manifest_diff(&mh, &mc).join("\n")
+        ));
+    }
+    let fallbacks = fallbacks_in(&report)?;
+    let files = mh.values().filter(|e| e["type"] == "file").count();
+    if (files > 0) != (fallbacks > 0) {
+        return Err(format!(
+            "target {target}: {files} files exported across devices with --link-output, {fallbacks} fallbacks counted"
+        ));
+    }
+    Ok(fallbacks)
 }
 
 /// Builds op `op` of the case on its own with `strategy` in a fresh store.
@@ -564,7 +913,13 @@ fn bypass(case: &Case, name: &str, with: Option<&str>) -> Case {
 }
 
 /// Greedy shrinking: keeps any one-step-smaller case that still mismatches.
-fn shrink(bin: &Path, case: &Case, work: &Path, deadline: Instant) -> (Case, usize) {
+fn shrink(
+    bin: &Path,
+    case: &Case,
+    work: &Path,
+    faults: &Faults,
+    deadline: Instant,
+) -> (Case, usize) {
     let mut cur = case.clone();
     let mut tries = 0;
     let mut i = 0;
@@ -580,7 +935,7 @@ fn shrink(bin: &Path, case: &Case, work: &Path, deadline: Instant) -> (Case, usi
             continue;
         }
         tries += 1;
-        if check_case(bin, &cands[i], work, false).is_err() {
+        if check_case(bin, &cands[i], work, faults, false).is_err() {
             cur = cands[i].clone();
             improved = true;
         } else {
@@ -639,6 +994,9 @@ fn differential_hardlink_vs_copy() {
         .prefix("hm-diff-")
         .tempdir()
         .expect("work dir");
+    // declared after `work`, so dropped (unmounted) before it is removed,
+    // also when a case panics
+    let (faults, _tmpfs) = Faults::set_up(work.path());
     let start = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicUsize::new(0);
@@ -653,18 +1011,18 @@ fn differential_hardlink_vs_copy() {
                     break;
                 }
                 let case = gen_case(first.wrapping_add(i));
-                match check_case(&bin, &case, work.path(), false) {
+                match check_case(&bin, &case, work.path(), &faults, false) {
                     Ok(t) => totals.lock().expect("lock").add(&t),
                     Err(first_detail) => {
                         eprintln!("MISMATCH in case seed {}: {first_detail}", case.seed);
                         let shrink_more = failures.lock().expect("lock").len() < 8;
                         let (small, tries) = if shrink_more {
                             let deadline = Instant::now() + std::time::Duration::from_secs(600);
-                            shrink(&bin, &case, work.path(), deadline)
+                            shrink(&bin, &case, work.path(), &faults, deadline)
                         } else {
                             (case.clone(), 0)
                         };
-                        let detail = match check_case(&bin, &small, work.path(), true) {
+                        let detail = match check_case(&bin, &small, work.path(), &faults, true) {
                             Err(d) => d,
                             Ok(_) => format!(
                                 "(did not reproduce on a rerun: flaky)\nfirst run: {first_detail}"
@@ -702,6 +1060,10 @@ fn differential_hardlink_vs_copy() {
         t.failed_alike,
         t.cross_checked,
         failures.len()
+    );
+    eprintln!(
+        "differential: link faults: {} EMLINK cases, {} EXDEV cases, {} fallbacks counted",
+        t.emlink_cases, t.exdev_cases, t.fallbacks
     );
     eprintln!(
         "differential: ops in the targets that built: {}",

@@ -148,14 +148,6 @@ fn link_output_across_devices_gives_the_same_tree() {
     drop(guard);
 }
 
-const EXT_LINK_MAX: u64 = 65_000;
-
-fn on_ext(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
 /// A folder on ext2/3/4 for the test's env: the temp folder itself, or a
 /// loop-mounted ext2 image (root, `mkfs.ext2`). `HARDMERGE_TEST_LOOP=1`
 /// forces the image.
@@ -192,16 +184,6 @@ fn ext_env() -> Result<(Env, Option<Mount>), String> {
     }
     let mount = Mount::loop_image(&img, &mnt, Some(holder.clone()))?;
     Ok((Env::in_dir(&mnt), Some(mount)))
-}
-
-/// Links `file` from `dir` until it has `n` links.
-fn fill_links(file: &Path, dir: &Path, n: u64) {
-    fs::create_dir_all(dir).unwrap();
-    let mut k = 0u64;
-    while fs::metadata(file).unwrap().nlink() < n {
-        fs::hard_link(file, dir.join(format!("l{k}"))).unwrap();
-        k += 1;
-    }
 }
 
 #[test]

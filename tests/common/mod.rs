@@ -478,3 +478,34 @@ impl Drop for Mount {
         }
     }
 }
+
+/// The link limit of an ext4 inode (ext2/3: 32,000; `fill_links` stops at
+/// whichever the filesystem enforces).
+pub const EXT_LINK_MAX: u64 = 65_000;
+
+/// Whether `dir` is on ext2/3/4 (one magic number for the three), the
+/// filesystems whose link limit a test can reach.
+pub fn on_ext(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Links `file` from `dir` (created, on the same filesystem) until it has
+/// `n` links or the filesystem refuses one more (EMLINK); returns its link
+/// count then.
+pub fn fill_links(file: &Path, dir: &Path, n: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::create_dir_all(dir).unwrap();
+    let mut nlink = fs::metadata(file).unwrap().nlink();
+    let mut k = 0u64;
+    while nlink < n {
+        match fs::hard_link(file, dir.join(format!("l{k}"))) {
+            Ok(()) => nlink += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break,
+            Err(e) => panic!("link {} into {}: {e}", file.display(), dir.display()),
+        }
+        k += 1;
+    }
+    nlink
+}

@@ -4,6 +4,8 @@
 //!   failure.
 //! - `bench`: the benchmark harness of SPEC §9 (see [`bench`]).
 //! - `gen-graph`: one of the bench's generated graphs, to profile or inspect.
+//! - `fuzz`: the libFuzzer targets of `fuzz/` (see [`fuzz`]).
+//! - `soak`: the differential test for many cases (see [`soak`]).
 //!
 //! Invariant: xtask only drives `cargo` and the `hardmerge` binary as
 //! processes; it never links the hardmerge library, so timings measure what a
@@ -11,6 +13,8 @@
 
 mod bench;
 mod ci;
+mod fuzz;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,9 +32,20 @@ tasks:
   gen-graph OPS [FILE] [--seed N]
                           write the generated graph the `compile` bench uses
                           (OPS ops, k/M suffixes allowed) to FILE or stdout
+  fuzz [TARGET...] [--seconds N] [--jobs N] [--cmin]
+                          run the libFuzzer targets `graph` (parse, validate,
+                          compile) and `ir` (compile of compiled IR) through
+                          cargo-fuzz on stable (RUSTC_BOOTSTRAP=1, -s none),
+                          N seconds in all (default 60); --cmin merges new
+                          inputs into fuzz/corpus/TARGET
+  soak --cases N [--seed S] [--threads T] [--seconds X]
+                          build hardmerge --release and run the hardlink-vs-copy
+                          differential test for N random cases against it;
+                          prints the cases run and the mismatches
   help                    this text
 
-Run `cargo xtask bench --help` for the scenarios and options.";
+Run `cargo xtask bench --help` for the scenarios and options, and
+`cargo xtask fuzz --help`, `cargo xtask soak --help` for theirs.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +54,8 @@ fn main() -> ExitCode {
         Some("ci") => Err(anyhow::anyhow!("`ci` takes no arguments")),
         Some("bench") => bench::main(&args[1..]),
         Some("gen-graph") => bench::gen_graph(&args[1..]),
+        Some("fuzz") => fuzz::main(&args[1..]),
+        Some("soak") => soak::main(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
