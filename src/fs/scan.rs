@@ -140,6 +140,21 @@ struct Fetched {
     xattrs: Option<io::Result<BTreeMap<Vec<u8>, Vec<u8>>>>,
 }
 
+/// The xattrs of a regular file the stat cache vouches for (same stamp):
+/// they need not be read again. `full` gives the file's absolute path, the
+/// cache's key.
+fn cached_xattrs(
+    cache: Option<&StatCache>,
+    st: &FileStat,
+    full: impl FnOnce() -> Vec<u8>,
+) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let cache = cache?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || cache.is_empty() {
+        return None;
+    }
+    cache.xattrs(&full(), &Stamp::of(st)).cloned()
+}
+
 /// What identifies an unchanged file: if all of it is equal, so is the
 /// content (the same rule as git's index and BuildKit's content hash cache).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +182,9 @@ impl Stamp {
 struct Cached {
     stamp: Stamp,
     sha256: [u8; 32],
+    /// The file's xattrs (setting one changes the ctime, so the stamp
+    /// vouches for them too).
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     seen: bool,
 }
 
@@ -190,7 +208,7 @@ pub struct StatCache {
 /// stamps files with a clock that may lag by a tick, 10 ms at HZ=100).
 pub const RACY_NS: i64 = 50_000_000;
 
-const CACHE_MAGIC: &[u8] = b"hardmerge statcache 1\n";
+const CACHE_MAGIC: &[u8] = b"hardmerge statcache 2\n";
 const CACHE_RECORD: usize = 8 * 5 + 32;
 
 impl StatCache {
@@ -230,15 +248,30 @@ impl StatCache {
                 dev: u64_at(rec, 4),
             };
             let sha256 = rec[40..72].try_into().ok()?;
+            rest = &rest[4 + len + CACHE_RECORD..];
+            let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+                let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let v = rest.get(4..4 + n)?.to_vec();
+                *rest = &rest[4 + n..];
+                Some(v)
+            };
+            let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            rest = &rest[4..];
+            let mut xattrs = BTreeMap::new();
+            for _ in 0..count {
+                let k = take(&mut rest)?;
+                let v = take(&mut rest)?;
+                xattrs.insert(k, v);
+            }
             map.insert(
                 key,
                 Cached {
                     stamp,
                     sha256,
+                    xattrs,
                     seen: false,
                 },
             );
-            rest = &rest[4 + len + CACHE_RECORD..];
         }
         Some(StatCache {
             map,
@@ -270,6 +303,13 @@ impl StatCache {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             out.extend_from_slice(&c.sha256);
+            out.extend_from_slice(&(c.xattrs.len() as u32).to_le_bytes());
+            for (k, v) in &c.xattrs {
+                for part in [k, v] {
+                    out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                    out.extend_from_slice(part);
+                }
+            }
         }
         let sum = Sha256::digest(&out);
         out.extend_from_slice(&sum);
@@ -335,16 +375,32 @@ impl StatCache {
         hit
     }
 
-    fn record(&mut self, key: Vec<u8>, stamp: Stamp, sha256: [u8; 32]) {
+    fn record(
+        &mut self,
+        key: Vec<u8>,
+        stamp: Stamp,
+        sha256: [u8; 32],
+        xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    ) {
         self.dirty = true;
         self.map.insert(
             key,
             Cached {
                 stamp,
                 sha256,
+                xattrs,
                 seen: true,
             },
         );
+    }
+
+    /// The xattrs of the file at `key` when its stamp is `stamp` (a read
+    /// that counts neither as a hit nor as a miss).
+    fn xattrs(&self, key: &[u8], stamp: &Stamp) -> Option<&BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.map
+            .get(key)
+            .filter(|c| c.stamp == *stamp)
+            .map(|c| &c.xattrs)
     }
 
     fn forget(&mut self, key: &[u8]) {
@@ -574,11 +630,13 @@ impl Walker<'_> {
             }
             // Prefetched xattrs were read after the stat used here; an entry
             // replaced in between is read again.
+            let full = || self.full_path(&rel).into_os_string().into_vec();
             let xattrs = match pre.and_then(|p| p.xattrs) {
                 Some(x) if (fmt == libc::S_IFDIR) == guess_dir => x,
-                _ => read_xattrs_at(fd.as_fd(), &name, || {
-                    self.full_path(&rel).into_os_string().into_vec()
-                }),
+                _ => match cached_xattrs(self.cache.as_deref(), &st, full) {
+                    Some(x) => Ok(x),
+                    None => read_xattrs_at(fd.as_fd(), &name, full),
+                },
             }
             .map_err(|e| self.err("read xattrs of", &rel, e))?;
             let (uid, gid) = self.owner.unwrap_or((st.st_uid, st.st_gid));
@@ -641,7 +699,7 @@ impl Walker<'_> {
     /// small directories, read one entry at a time. Entries the filter skips
     /// on their listed type are not read.
     fn prefetch(&self, fd: &OwnedFd, entries: &[(Vec<u8>, u8)]) -> Option<Vec<Option<Fetched>>> {
-        const PARALLEL_MIN: usize = 32;
+        const PARALLEL_MIN: usize = 8;
         if entries.len() < PARALLEL_MIN {
             return None;
         }
@@ -655,6 +713,7 @@ impl Walker<'_> {
             .collect();
         let dir_path = self.full_path(&self.path).into_os_string().into_vec();
         let dir = fd.as_fd();
+        let cache = self.cache.as_deref();
         Some(
             entries
                 .par_iter()
@@ -664,14 +723,19 @@ impl Walker<'_> {
                         return None;
                     }
                     let st = fstatat(dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW);
-                    let xattrs = st.is_ok().then(|| {
-                        read_xattrs_at(dir, name, || {
-                            let mut p = dir_path.clone();
-                            p.push(b'/');
-                            p.extend_from_slice(name);
-                            p
-                        })
-                    });
+                    let full = || {
+                        let mut p = dir_path.clone();
+                        p.push(b'/');
+                        p.extend_from_slice(name);
+                        p
+                    };
+                    let xattrs = st
+                        .as_ref()
+                        .ok()
+                        .map(|st| match cached_xattrs(cache, st, full) {
+                            Some(x) => Ok(x),
+                            None => read_xattrs_at(dir, name, full),
+                        });
                     Some(Fetched {
                         st: Some(st),
                         xattrs,
@@ -790,7 +854,10 @@ impl Walker<'_> {
             inode.sha256 = h.sha256;
             if let Some(cache) = self.cache.as_mut() {
                 match h.stamp {
-                    Some(stamp) => cache.record(job.key, stamp, h.sha256),
+                    Some(stamp) => {
+                        let xattrs = self.tree.inode(job.inode).meta.xattrs.clone();
+                        cache.record(job.key, stamp, h.sha256, xattrs)
+                    }
                     None => cache.forget(&job.key),
                 }
             }
@@ -951,6 +1018,8 @@ pub(crate) mod tests {
         }
         std::fs::write(src.join("big"), vec![7u8; 300_000]).unwrap();
         std::fs::hard_link(src.join("big"), src.join("sub/big2")).unwrap();
+        // an xattr the cache must keep (where the filesystem has them)
+        let xattr = xattr::set(src.join("sub/f1"), "user.hm", b"kept").is_ok();
         // Files this fresh are racy: give their ctimes time to settle.
         std::thread::sleep(std::time::Duration::from_millis(
             2 * RACY_NS as u64 / 1_000_000,
@@ -978,8 +1047,19 @@ pub(crate) mod tests {
         cache.save(&file).unwrap();
         let mut loaded = StatCache::load(&file);
         assert_eq!(loaded.len(), 21);
-        with(&mut loaded);
+        let from_cache = with(&mut loaded);
         assert_eq!((loaded.hits(), loaded.misses()), (21, 0));
+        assert_eq!(crate::tree::manifest::tree_digest(&from_cache), digest);
+        if xattr {
+            let e = manifest(&from_cache)
+                .into_iter()
+                .find(|e| e.path == "sub/f1")
+                .unwrap();
+            assert_eq!(
+                e.xattrs.unwrap()["user.hm"],
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"kept")
+            );
+        }
         // nothing changed: nothing to save
         loaded.prune_unseen();
         assert!(!loaded.is_dirty());
@@ -1031,11 +1111,24 @@ pub(crate) mod tests {
             ino: 8,
             dev: 9,
         };
-        c.record(b"/a/\xff\nname".to_vec(), stamp, [3; 32]);
+        let xattrs: BTreeMap<Vec<u8>, Vec<u8>> = [
+            (b"user.a".to_vec(), b"\0\xff".to_vec()),
+            (b"user.b".to_vec(), Vec::new()),
+        ]
+        .into();
+        c.record(b"/a/\xff\nname".to_vec(), stamp, [3; 32], xattrs.clone());
+        c.record(b"/b".to_vec(), stamp, [4; 32], BTreeMap::new());
         let file = tmp.path().join("c");
         c.save(&file).unwrap();
         let mut back = StatCache::load(&file);
         assert_eq!(back.lookup(b"/a/\xff\nname", &stamp), Some([3; 32]));
+        assert_eq!(back.xattrs(b"/a/\xff\nname", &stamp), Some(&xattrs));
+        assert_eq!(back.lookup(b"/b", &stamp), Some([4; 32]));
+        let other = Stamp {
+            ctime_ns: 8,
+            ..stamp
+        };
+        assert_eq!(back.xattrs(b"/a/\xff\nname", &other), None);
         let mut bytes = std::fs::read(&file).unwrap();
         for cut in [0, 5, CACHE_MAGIC.len() + 3, bytes.len() - 1] {
             std::fs::write(&file, &bytes[..cut]).unwrap();
