@@ -1314,3 +1314,67 @@ fn non_root_directory_mode_without_search_bit() {
         assert_eq!(entry(&m, &format!("{prefix}app/d/f"))["mode"], "0640");
     }
 }
+
+/// A source file its user cannot read (as a user other than root; as root
+/// the test runs the build as `nobody`): exit 1 with a message naming the
+/// file and the reason, nothing committed for the source, and the store
+/// still verifies.
+#[test]
+fn unreadable_source_file_is_named() {
+    let env = Env::new();
+    write(&env.ctx, "src/ok.txt", b"fine\n", 0o644);
+    write(&env.ctx, "src/sub/secret.txt", b"hidden\n", 0o000);
+    let g = env.graph(
+        "g",
+        &graph(
+            json!({
+                "src": {"local": {"path": "src"}},
+                "out": {"with_directory": {"path": "/app", "source": "src"}},
+            }),
+            "out",
+        ),
+    );
+    let ids = if is_root() {
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg("65534:65534")
+            .arg(env.tmp.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some((65534, 65534))
+    } else {
+        None
+    };
+    let store = |cmd: &str| -> Run {
+        hm_as(
+            ids,
+            &[
+                cmd.as_ref(),
+                g.as_os_str(),
+                "--store".as_ref(),
+                env.store.as_os_str(),
+                "--context".as_ref(),
+                env.ctx.as_os_str(),
+            ],
+        )
+    };
+    let run = store("build");
+    run.fails(1);
+    let err = run.error();
+    assert!(
+        err.contains("src/sub/secret.txt") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(err.contains("`src`"), "the op is named: {err}");
+    let verify = hm_as(
+        ids,
+        &["verify".as_ref(), "--store".as_ref(), env.store.as_os_str()],
+    );
+    verify.ok();
+    assert!(
+        verify.stdout.contains("ok: 0 snapshots"),
+        "{}",
+        verify.stdout
+    );
+}
