@@ -303,6 +303,20 @@ fn materialize_error(e: MaterializeError) -> StoreError {
     }
 }
 
+/// [`materialize_error`] for a tree written into a work area at `tree`:
+/// paths are shown as they are in the tree (`/usr/bin/x`), not in the
+/// store's private work area, which means nothing to a user and is gone.
+fn commit_error(tree: &Path) -> impl Fn(MaterializeError) -> StoreError + '_ {
+    move |e| {
+        let prefix = format!("{}/", tree.display());
+        match materialize_error(e) {
+            StoreError::NoSpace(m) => StoreError::NoSpace(m.replace(&prefix, "/")),
+            StoreError::Write(m) => StoreError::Write(m.replace(&prefix, "/")),
+            other => other,
+        }
+    }
+}
+
 /// Flushes everything written to the store's filesystem (one syscall for a
 /// whole snapshot, instead of one fsync per file).
 fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
@@ -391,7 +405,7 @@ impl Snapshotter for NativeStore {
             // Files copied from the host are hashed as they are copied:
             // the record waits for those hashes.
             let (stats, updates) =
-                write_stored_tree(&tree, &dest, policy).map_err(materialize_error)?;
+                write_stored_tree(&tree, &dest, policy).map_err(commit_error(&dest))?;
             updates.apply(&mut tree);
             let rec = record(&tree);
             (stats, rec.digest.clone(), encode_record(&rec))
@@ -409,7 +423,7 @@ impl Snapshotter for NativeStore {
                     (partial, encoded)
                 },
             );
-            let (stats, updates) = written.map_err(materialize_error)?;
+            let (stats, updates) = written.map_err(commit_error(&dest))?;
             updates.apply(&mut tree);
             let encoded = if partial.phys_matches(&tree) {
                 encoded
