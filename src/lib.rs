@@ -61,8 +61,10 @@
 //! **[`tree`]**: the in-memory model of a filesystem tree (an arena of nodes
 //! and inodes, each inode knowing where its bytes are), its canonical
 //! manifest and tree digest, and the record a snapshot keeps of it.
-//! - *Invariant*: walks are iterative and dropping a tree is flat, so a
-//!   100,000-level deep tree is fine.
+//! - *Invariant*: walks are iterative and dropping a tree is flat, so depth
+//!   never overflows the stack. A manifest holds every full path, so its
+//!   size grows with the square of the depth: scans refuse sources with
+//!   paths longer than [`fs::scan::MAX_PATH_BYTES`] (a clean error).
 //!
 //! **[`ops`]**: what each op does to trees (SPEC §2), one file per op kind,
 //! `place.rs` for the placing rules and `resolve.rs` for symlinks resolved
