@@ -233,7 +233,11 @@ impl StatCache {
             return None;
         }
         let mut rest = body.strip_prefix(CACHE_MAGIC)?;
-        let mut map = rustc_hash::FxHashMap::default();
+        // Sized once (a record is at least 80 bytes): no rehashing as it fills.
+        let mut map = rustc_hash::FxHashMap::with_capacity_and_hasher(
+            rest.len() / (4 + CACHE_RECORD + 4 + 8),
+            Default::default(),
+        );
         let u64_at =
             |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
         while !rest.is_empty() {

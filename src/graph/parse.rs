@@ -590,7 +590,13 @@ pub(crate) fn fields_of<T: DeserializeOwned>(
     kind: &str,
     fields: serde_json::Map<String, Value>,
 ) -> Result<T, GraphError> {
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+    let value = Value::Object(fields);
+    // Valid fields (the usual case) are read directly; only a failure is
+    // read again through serde_path_to_error, to name the failing field.
+    if let Ok(t) = T::deserialize(&value) {
+        return Ok(t);
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde names a missing field in its message; say it as the field.
