@@ -22,7 +22,7 @@
 //! Knobs (environment):
 //! - `HARDMERGE_BIN`: the binary under test (default: the one cargo built),
 //!   e.g. `target/release/hardmerge` for long runs;
-//! - `HARDMERGE_DIFF_CASES` (default 40), `HARDMERGE_DIFF_SEED` (the first
+//! - `HARDMERGE_DIFF_CASES` (default 300), `HARDMERGE_DIFF_SEED` (the first
 //!   case's seed; case `i` uses seed + i, so a printed seed reruns alone with
 //!   `HARDMERGE_DIFF_CASES=1`), `HARDMERGE_DIFF_THREADS` (default: the
 //!   cores), `HARDMERGE_DIFF_SECONDS` (stop starting cases after this long;
@@ -976,7 +976,7 @@ fn report_case(case: &Case, detail: &str) -> String {
 #[test]
 fn differential_hardlink_vs_copy() {
     let bin = bin();
-    let cases = env_num("HARDMERGE_DIFF_CASES", 40);
+    let cases = env_num("HARDMERGE_DIFF_CASES", 300);
     let first = env_num("HARDMERGE_DIFF_SEED", 0x6864_6966);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let threads = env_num("HARDMERGE_DIFF_THREADS", cores).max(1);
