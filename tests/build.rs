@@ -1253,6 +1253,23 @@ fn output_inside_the_store_is_refused() {
 /// Runs as an ordinary user (dropping to `nobody` when root): a directory
 /// mode without the owner's search bit is applied exactly, and the store
 /// must still read its own snapshot back (export, verify).
+/// The ids to run the binary as so that it is not root: `nobody`, with the
+/// test's folder given to it, when the test runs as root; else the
+/// test's own user (`None`).
+fn non_root_ids(env: &Env) -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg("65534:65534")
+        .arg(env.tmp.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Some((65534, 65534))
+}
+
 /// As a user other than root, a directory mode without the owner's search
 /// bit must not lock the store out of its own snapshot: the store keeps
 /// such directories with u+rwx, the record keeps the true mode, and the
@@ -1274,19 +1291,7 @@ fn non_root_directory_mode_without_search_bit() {
             "n",
         ),
     );
-    let ids = if is_root() {
-        let nobody = (65534, 65534);
-        let status = std::process::Command::new("chown")
-            .arg("-R")
-            .arg("65534:65534")
-            .arg(env.tmp.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        Some(nobody)
-    } else {
-        None
-    };
+    let ids = non_root_ids(&env);
     let out = env.path("out");
     let as_user = |args: &[&std::ffi::OsStr]| hm_as(ids, args);
     let build = as_user(&[
@@ -1334,18 +1339,7 @@ fn unreadable_source_file_is_named() {
             "out",
         ),
     );
-    let ids = if is_root() {
-        let status = std::process::Command::new("chown")
-            .arg("-R")
-            .arg("65534:65534")
-            .arg(env.tmp.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        Some((65534, 65534))
-    } else {
-        None
-    };
+    let ids = non_root_ids(&env);
     let store = |cmd: &str| -> Run {
         hm_as(
             ids,
