@@ -87,7 +87,8 @@
 //! - *Invariant*: the solver sees trees only through the `Snapshotter`.
 //!
 //! **[`fs`]**: filesystem primitives. `scan.rs` reads a folder into a tree
-//! (with a stat cache), `materialize.rs` writes a tree (links, copies, link
+//! (its directories read in parallel), `stat_cache.rs` keeps the hashes of
+//! unchanged host files between builds, `materialize.rs` writes a tree (links, copies, link
 //! fallback on EXDEV/EMLINK), `remove.rs` removes trees of any depth,
 //! `pattern.rs` is the `.dockerignore` pattern matcher (moby/patternmatcher
 //! semantics) used by filters and wildcards.

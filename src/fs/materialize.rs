@@ -838,9 +838,10 @@ impl Ctx<'_> {
                 })?;
                 (n, None)
             }
-            Origin::Host(host) => {
+            Origin::Host { root: folder, path } => {
+                let host = path_of(folder.as_os_str().as_bytes(), path);
                 let src = open(
-                    host.as_path(),
+                    &host,
                     OFlag::O_RDONLY
                         | OFlag::O_NOFOLLOW
                         | OFlag::O_NONBLOCK
@@ -848,10 +849,10 @@ impl Ctx<'_> {
                         | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(|e| fail("open", host.to_path_buf(), e))?;
-                let st = fstat(&src).map_err(|e| fail("stat", host.to_path_buf(), e))?;
+                .map_err(|e| fail("open", host.clone(), e))?;
+                let st = fstat(&src).map_err(|e| fail("stat", host.clone(), e))?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                    return Err(fail("read", host.to_path_buf(), Errno::EINVAL));
+                    return Err(fail("read", host, Errno::EINVAL));
                 }
                 let mut src = File::from(src);
                 let mut hasher = Sha256::new();
@@ -861,7 +862,7 @@ impl Ctx<'_> {
                         Ok(0) => break,
                         Ok(k) => k,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(fail("read", host.to_path_buf(), e)),
+                        Err(e) => return Err(fail("read", host.clone(), e)),
                     };
                     hasher.update(&buf[..k]);
                     out.write_all(&buf[..k])

@@ -12,6 +12,7 @@ pub mod materialize;
 pub mod pattern;
 pub mod remove;
 pub mod scan;
+pub mod stat_cache;
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};

@@ -18,19 +18,24 @@
 //! directory's descriptor, directories are opened with `O_NOFOLLOW`, and
 //! files are opened for hashing below the scanned root with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so a tree that changes while it
-//! is read cannot lead the scan outside it. It runs in two phases: the
-//! structure first (one thread, iterative, any depth), then the contents of
-//! the files the [`StatCache`] does not vouch for, hashed in parallel.
+//! is read cannot lead the scan outside it. It runs in three phases:
+//! 1. every directory is read (entries, `lstat`, xattrs, symlink targets)
+//!    by its own task, in parallel: an unchanged rebuild is mostly these
+//!    system calls;
+//! 2. the tree is made from what was read, on one thread, in the order of
+//!    a depth-first walk (iterative, any depth), so the first error it meets
+//!    is the one a walk reading an entry at a time would meet;
+//! 3. the files the [`StatCache`] does not vouch for are hashed in parallel.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, readlinkat, AtFlags, OFlag};
@@ -39,7 +44,9 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::pattern::{Decision, Filter};
-use super::{join_rel, keep_open, nanos, now_nanos, open_below, read_entries, read_xattrs_at};
+use super::stat_cache::Stamp;
+pub use super::stat_cache::{StatCache, RACY_NS};
+use super::{join_rel, keep_open, now_nanos, open_below, read_entries, read_xattrs_at};
 use crate::tree::{Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
 
 /// Whose owner ids a scan records.
@@ -133,13 +140,6 @@ impl ScanError {
     }
 }
 
-/// An entry's `lstat` and xattrs, read ahead (see [`Walker::prefetch`]);
-/// each is taken once.
-struct Fetched {
-    st: Option<nix::Result<FileStat>>,
-    xattrs: Option<io::Result<BTreeMap<Vec<u8>, Vec<u8>>>>,
-}
-
 /// The xattrs of a regular file the stat cache vouches for (same stamp):
 /// they need not be read again. `full` gives the file's absolute path, the
 /// cache's key.
@@ -152,264 +152,7 @@ fn cached_xattrs(
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || cache.is_empty() {
         return None;
     }
-    cache.xattrs(&full(), &Stamp::of(st)).cloned()
-}
-
-/// What identifies an unchanged file: if all of it is equal, so is the
-/// content (the same rule as git's index and BuildKit's content hash cache).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    ino: u64,
-    dev: u64,
-}
-
-impl Stamp {
-    fn of(st: &FileStat) -> Stamp {
-        Stamp {
-            size: st.st_size as u64,
-            mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec),
-            ctime_ns: nanos(st.st_ctime, st.st_ctime_nsec),
-            ino: st.st_ino,
-            dev: st.st_dev,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Cached {
-    stamp: Stamp,
-    sha256: [u8; 32],
-    /// The file's xattrs (setting one changes the ctime, so the stamp
-    /// vouches for them too).
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    seen: bool,
-}
-
-/// Hashes of files from earlier scans, by absolute path, each valid while
-/// the file's size, mtime, ctime, inode and device are unchanged.
-///
-/// A file changed within the kernel's timestamp granularity of being hashed
-/// could keep its stamp; such "racy" files (ctime within [`RACY_NS`] of the
-/// moment the scan read them) are not recorded, so the next scan hashes them
-/// again, as git does with its index.
-#[derive(Clone, Debug, Default)]
-pub struct StatCache {
-    map: rustc_hash::FxHashMap<Vec<u8>, Cached>,
-    hits: u64,
-    misses: u64,
-    /// Whether it differs from the file it was loaded from.
-    dirty: bool,
-}
-
-/// How close to its hashing a file's ctime makes the file racy (the kernel
-/// stamps files with a clock that may lag by a tick, 10 ms at HZ=100).
-pub const RACY_NS: i64 = 50_000_000;
-
-const CACHE_MAGIC: &[u8] = b"hardmerge statcache 2\n";
-const CACHE_RECORD: usize = 8 * 5 + 32;
-
-impl StatCache {
-    /// An empty cache.
-    pub fn new() -> StatCache {
-        StatCache::default()
-    }
-
-    /// Reads a cache file. A missing, unreadable or damaged file gives an
-    /// empty cache: the cache only saves work, it is never needed.
-    pub fn load(path: &Path) -> StatCache {
-        std::fs::read(path)
-            .ok()
-            .and_then(|bytes| StatCache::decode(&bytes))
-            .unwrap_or_default()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<StatCache> {
-        let body_len = bytes.len().checked_sub(32)?;
-        let (body, sum) = bytes.split_at(body_len);
-        if Sha256::digest(body).as_slice() != sum {
-            return None;
-        }
-        let mut rest = body.strip_prefix(CACHE_MAGIC)?;
-        // Sized once (a record is at least 80 bytes): no rehashing as it fills.
-        let mut map = rustc_hash::FxHashMap::with_capacity_and_hasher(
-            rest.len() / (4 + CACHE_RECORD + 4 + 8),
-            Default::default(),
-        );
-        let u64_at =
-            |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
-        while !rest.is_empty() {
-            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-            let key = rest.get(4..4 + len)?.to_vec();
-            let rec = rest.get(4 + len..4 + len + CACHE_RECORD)?;
-            let stamp = Stamp {
-                size: u64_at(rec, 0),
-                mtime_ns: u64_at(rec, 1) as i64,
-                ctime_ns: u64_at(rec, 2) as i64,
-                ino: u64_at(rec, 3),
-                dev: u64_at(rec, 4),
-            };
-            let sha256 = rec[40..72].try_into().ok()?;
-            rest = &rest[4 + len + CACHE_RECORD..];
-            let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
-                let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-                let v = rest.get(4..4 + n)?.to_vec();
-                *rest = &rest[4 + n..];
-                Some(v)
-            };
-            let count = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
-            rest = &rest[4..];
-            let mut xattrs = BTreeMap::new();
-            for _ in 0..count {
-                let k = take(&mut rest)?;
-                let v = take(&mut rest)?;
-                xattrs.insert(k, v);
-            }
-            map.insert(
-                key,
-                Cached {
-                    stamp,
-                    sha256,
-                    xattrs,
-                    seen: false,
-                },
-            );
-        }
-        Some(StatCache {
-            map,
-            hits: 0,
-            misses: 0,
-            dirty: false,
-        })
-    }
-
-    /// Writes the cache to `path` (a new file renamed into place, so a
-    /// reader never sees half of it; a torn file fails its checksum and
-    /// reads as empty).
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        let mut out = Vec::with_capacity(CACHE_MAGIC.len() + self.map.len() * 128 + 32);
-        out.extend_from_slice(CACHE_MAGIC);
-        let mut keys: Vec<&Vec<u8>> = self.map.keys().collect();
-        keys.sort_unstable();
-        for key in keys {
-            let c = &self.map[key];
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-            for v in [
-                c.stamp.size,
-                c.stamp.mtime_ns as u64,
-                c.stamp.ctime_ns as u64,
-                c.stamp.ino,
-                c.stamp.dev,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&c.sha256);
-            out.extend_from_slice(&(c.xattrs.len() as u32).to_le_bytes());
-            for (k, v) in &c.xattrs {
-                for part in [k, v] {
-                    out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                    out.extend_from_slice(part);
-                }
-            }
-        }
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let written = File::create(&tmp).and_then(|mut f| f.write_all(&out));
-        match written.and_then(|()| std::fs::rename(&tmp, path)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
-
-    /// Files whose hash scans took from the cache, since it was made.
-    pub fn hits(&self) -> u64 {
-        self.hits
-    }
-
-    /// Files scans had to hash, since the cache was made.
-    pub fn misses(&self) -> u64 {
-        self.misses
-    }
-
-    /// Number of files the cache knows.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether the cache knows no file.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Forgets the files no scan has looked at since the cache was loaded
-    /// (deleted files, or sources no longer built), to keep it small.
-    pub fn prune_unseen(&mut self) {
-        let before = self.map.len();
-        self.map.retain(|_, c| c.seen);
-        self.dirty |= self.map.len() != before;
-    }
-
-    /// Whether it changed since it was loaded (or made): an unchanged cache
-    /// need not be saved again.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
-    fn lookup(&mut self, key: &[u8], stamp: &Stamp) -> Option<[u8; 32]> {
-        let hit = match self.map.get_mut(key) {
-            Some(c) => {
-                c.seen = true;
-                (c.stamp == *stamp).then_some(c.sha256)
-            }
-            None => None,
-        };
-        match hit {
-            Some(_) => self.hits += 1,
-            None => self.misses += 1,
-        }
-        hit
-    }
-
-    fn record(
-        &mut self,
-        key: Vec<u8>,
-        stamp: Stamp,
-        sha256: [u8; 32],
-        xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    ) {
-        self.dirty = true;
-        self.map.insert(
-            key,
-            Cached {
-                stamp,
-                sha256,
-                xattrs,
-                seen: true,
-            },
-        );
-    }
-
-    /// The xattrs of the file at `key` when its stamp is `stamp` (a read
-    /// that counts neither as a hit nor as a miss).
-    fn xattrs(&self, key: &[u8], stamp: &Stamp) -> Option<&BTreeMap<Vec<u8>, Vec<u8>>> {
-        self.map
-            .get(key)
-            .filter(|c| c.stamp == *stamp)
-            .map(|c| &c.xattrs)
-    }
-
-    fn forget(&mut self, key: &[u8]) {
-        self.dirty |= self.map.remove(key).is_some();
-    }
+    cache.xattrs(&full(), &Stamp::of(st))
 }
 
 /// Reads the directory `dir` (which must be a directory, not a symlink to
@@ -441,23 +184,44 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> Result<Tree, ScanError> {
             nix::unistd::getegid().as_raw(),
         )),
     };
-    let root_fd = Rc::new(root_fd);
+    let root_fd = Arc::new(root_fd);
+    let root_bytes = root.as_os_str().as_bytes().to_vec();
+    let listings = {
+        let reader = Reader {
+            root_bytes: &root_bytes,
+            filter: filter.filter(|f| !f.is_trivial()),
+            cache: stat_cache.as_deref(),
+            listings: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(1),
+        };
+        let task = DirTask {
+            rel: Vec::new(),
+            depth: 0,
+            base: root_fd.clone(),
+            from_base: Vec::new(),
+        };
+        rayon::scope(|s| reader.read(s, 0, task));
+        reader.listings.into_inner().expect("listings lock")
+    };
+    let mut tree = Tree::new();
+    if let Some(cache) = &stat_cache {
+        // The files of the last scan, and a directory for about 16 of them:
+        // the tree's arrays are allocated once instead of grown.
+        tree.reserve(cache.len() + cache.len() / 16, cache.len());
+    }
     let mut walker = Walker {
-        root_bytes: root.as_os_str().as_bytes().to_vec(),
+        root_bytes,
         root_arc: Arc::new(root),
-        filter: filter.filter(|f| !f.is_trivial()),
         owner,
         origin,
-        tree: Tree::new(),
-        path: Vec::new(),
-        bounds: vec![0],
-        fds: vec![Some(root_fd.clone())],
+        tree,
         descended: Vec::new(),
         links: HashMap::new(),
         jobs: Vec::new(),
         cache: stat_cache,
+        key: Vec::new(),
     };
-    walker.walk(&root_fd)?;
+    walker.build(listings)?;
     walker.prune_descended();
     walker.hash_files(&root_fd)?;
     Ok(walker.tree)
@@ -476,219 +240,165 @@ struct HashJob {
     inode: InodeId,
     /// Path below the scanned root.
     rel: Vec<u8>,
-    /// Its stat cache key (the absolute path).
-    key: Vec<u8>,
 }
 
-/// A directory waiting to be read.
-struct Pending {
-    node: NodeId,
-    depth: usize,
+/// An entry as the first phase read it.
+struct Listed {
     name: Vec<u8>,
+    /// Its path below the root (a directory's goes to its task).
+    rel: Vec<u8>,
+    st: FileStat,
+    decision: Decision,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// A symlink's target.
+    target: Vec<u8>,
+    /// A directory's listing (an index into [`Reader::listings`]).
+    child: usize,
 }
 
-struct Walker<'a> {
-    root_arc: Arc<PathBuf>,
-    root_bytes: Vec<u8>,
+/// A directory as the first phase read it.
+struct Listing {
+    /// Its entries in name order, without those the filter skips and those
+    /// that vanished while it was read.
+    entries: Vec<Listed>,
+    /// What failed after `entries` (nothing after it was read): the
+    /// directory itself, or the entry that follows them.
+    error: Option<ScanError>,
+}
+
+/// Below this many entries, a directory's entries are read on one thread.
+const PARALLEL_ENTRIES: usize = 64;
+
+/// A directory for the first phase to read.
+struct DirTask {
+    /// Its path below the root.
+    rel: Vec<u8>,
+    /// Its depth (the root's entries are at 1).
+    depth: usize,
+    /// The nearest ancestor kept open (see [`keep_open`]) and the path from
+    /// there: a deep tree is opened one short run at a time, and holds few
+    /// descriptors open at once.
+    base: Arc<OwnedFd>,
+    from_base: Vec<u8>,
+}
+
+/// The first phase of a scan: every directory is read (entries, `lstat`,
+/// xattrs, symlink targets) by its own task, in parallel.
+struct Reader<'a> {
+    root_bytes: &'a [u8],
     filter: Option<&'a Filter>,
-    owner: Option<(u32, u32)>,
-    origin: OriginKind,
-    tree: Tree,
-    /// The path of the directory being read, relative to the root.
-    path: Vec<u8>,
-    /// `bounds[d]`: the length of `path` at the directory of depth `d` on
-    /// the current branch (a depth-first walk only ever returns to an
-    /// ancestor, so one buffer serves every directory).
-    bounds: Vec<usize>,
-    /// `fds[d]`: that directory's descriptor, if kept open.
-    fds: Vec<Option<Rc<OwnedFd>>>,
-    /// Directories taken only because something below may be: `(parent,
-    /// name, node)`, in walk order.
-    descended: Vec<(NodeId, Vec<u8>, NodeId)>,
-    /// Files with more than one link, by `(st_dev, st_ino)`.
-    links: HashMap<(u64, u64), InodeId>,
-    jobs: Vec<HashJob>,
-    cache: Option<&'a mut StatCache>,
+    cache: Option<&'a StatCache>,
+    /// The listings by index; the root's is 0.
+    listings: Mutex<Vec<Option<Listing>>>,
+    next: AtomicUsize,
 }
 
-impl Walker<'_> {
+impl<'a> Reader<'a> {
     fn full_path(&self, rel: &[u8]) -> PathBuf {
-        let mut p = self.root_bytes.clone();
-        if !rel.is_empty() {
-            p.push(b'/');
-            p.extend_from_slice(rel);
-        }
-        PathBuf::from(OsStr::from_bytes(&p))
+        full_path(self.root_bytes, rel)
     }
 
     fn err(&self, op: &'static str, rel: &[u8], error: impl Into<io::Error>) -> ScanError {
         io_err(op, &self.full_path(rel), error.into())
     }
 
-    fn walk(&mut self, root_fd: &Rc<OwnedFd>) -> Result<(), ScanError> {
-        let mut stack = Vec::new();
-        self.read_dir(root_fd, Tree::ROOT, 0, &mut stack)?;
-        while let Some(p) = stack.pop() {
-            let d = p.depth;
-            self.path.truncate(self.bounds[d - 1]);
-            if !self.path.is_empty() {
-                self.path.push(b'/');
+    /// Reads the directory of `task` as listing `id`, and its
+    /// subdirectories as new tasks of `scope`.
+    fn read<'s>(&'s self, scope: &rayon::Scope<'s>, id: usize, task: DirTask) {
+        let listing = match self.open(&task) {
+            Ok(fd) => {
+                let mut listing = self.list(fd.as_fd(), &task.rel);
+                // Children open from here, or from this directory's own base.
+                let (base, from) = if keep_open(task.depth) {
+                    (fd, &[][..])
+                } else {
+                    (task.base.clone(), &task.from_base[..])
+                };
+                for l in &mut listing.entries {
+                    if l.st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                        l.child = self.next.fetch_add(1, Ordering::Relaxed);
+                        let child = DirTask {
+                            from_base: join_rel(from, &l.name),
+                            rel: std::mem::take(&mut l.rel),
+                            depth: task.depth + 1,
+                            base: base.clone(),
+                        };
+                        let id = l.child;
+                        scope.spawn(move |s| self.read(s, id, child));
+                    }
+                }
+                listing
             }
-            self.path.extend_from_slice(&p.name);
-            if self.path.len() > MAX_PATH_BYTES {
-                let shown = String::from_utf8_lossy(&self.path[..120]).into_owned() + "...";
-                return Err(ScanError::TooDeep {
-                    root: PathBuf::from(OsStr::from_bytes(&self.root_bytes)),
-                    shown: self.full_path(shown.as_bytes()),
-                });
-            }
-            self.bounds.truncate(d);
-            self.bounds.push(self.path.len());
-            self.fds.truncate(d);
-            let parent = self.dir_fd(d - 1)?;
-            let fd = open_below(
-                parent.as_fd(),
-                &p.name,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                true,
-            )
-            .map_err(|e| self.err("open directory", &self.path, e))?;
-            drop(parent);
-            let fd = Rc::new(fd);
-            self.read_dir(&fd, p.node, d, &mut stack)?;
-            self.fds.push(keep_open(d).then_some(fd));
+            Err(error) => Listing {
+                entries: Vec::new(),
+                error: Some(error),
+            },
+        };
+        let mut listings = self.listings.lock().expect("listings lock");
+        if listings.len() <= id {
+            listings.resize_with(id + 1, || None);
         }
-        Ok(())
+        listings[id] = Some(listing);
     }
 
-    /// The descriptor of the directory at depth `d` of the current branch,
-    /// reopened from the nearest open ancestor when it was not kept.
-    fn dir_fd(&self, d: usize) -> Result<Rc<OwnedFd>, ScanError> {
-        if let Some(fd) = &self.fds[d] {
-            return Ok(fd.clone());
+    /// Opens the directory of `task` (the root is open already).
+    fn open(&self, task: &DirTask) -> Result<Arc<OwnedFd>, ScanError> {
+        if task.depth == 0 {
+            return Ok(task.base.clone());
         }
-        let a = (0..d).rev().find(|&a| self.fds[a].is_some()).unwrap_or(0);
-        let base = self.fds[a].as_ref().expect("the root stays open");
-        let start = if a == 0 { 0 } else { self.bounds[a] + 1 };
-        let rel = &self.path[start..self.bounds[d]];
+        if task.rel.len() > MAX_PATH_BYTES {
+            let shown = String::from_utf8_lossy(&task.rel[..120]).into_owned() + "...";
+            return Err(ScanError::TooDeep {
+                root: PathBuf::from(OsStr::from_bytes(self.root_bytes)),
+                shown: self.full_path(shown.as_bytes()),
+            });
+        }
         open_below(
-            base.as_fd(),
-            rel,
+            task.base.as_fd(),
+            &task.from_base,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY,
             true,
         )
-        .map(Rc::new)
-        .map_err(|e| self.err("open directory", &self.path[..self.bounds[d]], e))
+        .map(Arc::new)
+        .map_err(|e| self.err("open directory", &task.rel, e))
     }
 
-    /// Reads the entries of directory `node` (open as `fd`, at depth `depth`,
-    /// its path in `self.path`), adding them to the tree and its
-    /// subdirectories to `stack`.
-    fn read_dir(
-        &mut self,
-        fd: &OwnedFd,
-        node: NodeId,
-        depth: usize,
-        stack: &mut Vec<Pending>,
-    ) -> Result<(), ScanError> {
-        let mut entries =
-            read_entries(fd.as_fd()).map_err(|e| self.err("read directory", &self.path, e))?;
-        entries.sort_unstable();
-        let mut fetched = self.prefetch(fd, &entries);
-        let first_subdir = stack.len();
-        for (k, (name, dtype)) in entries.into_iter().enumerate() {
-            let rel = join_rel(&self.path, &name);
-            let mut pre = fetched.as_mut().and_then(|f| f[k].take());
-            let mut st = None;
-            let guess_dir = match dtype {
-                libc::DT_DIR => true,
-                libc::DT_UNKNOWN => {
-                    let s = match self.lstat_or(pre.as_mut(), fd, &name, &rel)? {
-                        Some(s) => s,
-                        None => continue,
-                    };
-                    let is_dir = s.st_mode & libc::S_IFMT == libc::S_IFDIR;
-                    st = Some(s);
-                    is_dir
-                }
-                _ => false,
-            };
-            let mut decision = self.decide(&rel, guess_dir);
-            if decision == Decision::Skip {
-                continue;
-            }
-            let st = match st {
-                Some(s) => s,
-                None => match self.lstat_or(pre.as_mut(), fd, &name, &rel)? {
-                    Some(s) => s,
-                    None => continue,
-                },
-            };
-            let fmt = st.st_mode & libc::S_IFMT;
-            if (fmt == libc::S_IFDIR) != guess_dir {
-                // Replaced between readdir and lstat: decide on what is there.
-                decision = self.decide(&rel, fmt == libc::S_IFDIR);
-                if decision == Decision::Skip {
-                    continue;
+    /// The entries of the directory `fd` at `rel`.
+    fn list(&self, fd: BorrowedFd, rel: &[u8]) -> Listing {
+        let mut names = match read_entries(fd) {
+            Ok(names) => names,
+            Err(e) => {
+                return Listing {
+                    entries: Vec::new(),
+                    error: Some(self.err("read directory", rel, e)),
                 }
             }
-            // Prefetched xattrs were read after the stat used here; an entry
-            // replaced in between is read again.
-            let full = || self.full_path(&rel).into_os_string().into_vec();
-            let xattrs = match pre.and_then(|p| p.xattrs) {
-                Some(x) if (fmt == libc::S_IFDIR) == guess_dir => x,
-                _ => match cached_xattrs(self.cache.as_deref(), &st, full) {
-                    Some(x) => Ok(x),
-                    None => read_xattrs_at(fd.as_fd(), &name, full),
-                },
+        };
+        names.sort_unstable();
+        let read: Vec<Result<Option<Listed>, ScanError>> = if names.len() < PARALLEL_ENTRIES {
+            names
+                .into_iter()
+                .map(|(name, dtype)| self.entry(fd, rel, name, dtype))
+                .collect()
+        } else {
+            names
+                .into_par_iter()
+                .map(|(name, dtype)| self.entry(fd, rel, name, dtype))
+                .collect()
+        };
+        let mut entries = Vec::with_capacity(read.len());
+        let mut error = None;
+        for r in read {
+            match r {
+                Ok(Some(l)) => entries.push(l),
+                Ok(None) => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
-            .map_err(|e| self.err("read xattrs of", &rel, e))?;
-            let (uid, gid) = self.owner.unwrap_or((st.st_uid, st.st_gid));
-            let mut meta = Meta {
-                mode: st.st_mode & 0o7777,
-                uid,
-                gid,
-                mtime: st.st_mtime,
-                xattrs,
-            };
-            let id = match fmt {
-                libc::S_IFDIR => {
-                    let id = self.tree.add_node(Node::dir(meta));
-                    if decision == Decision::Descend {
-                        self.descended.push((node, name.clone(), id));
-                    }
-                    stack.push(Pending {
-                        node: id,
-                        depth: depth + 1,
-                        name: name.clone(),
-                    });
-                    id
-                }
-                libc::S_IFREG => self.file(&st, meta, rel),
-                libc::S_IFLNK => {
-                    meta.mode = 0o777;
-                    let target = match readlinkat(fd.as_fd(), name.as_slice()) {
-                        Ok(t) => t.into_vec(),
-                        Err(Errno::ENOENT) => continue,
-                        Err(e) => return Err(self.err("read symlink", &rel, e)),
-                    };
-                    self.tree.add_node(Node::other(Kind::Symlink(target), meta))
-                }
-                libc::S_IFIFO => self.tree.add_node(Node::other(Kind::Fifo, meta)),
-                libc::S_IFSOCK => self.tree.add_node(Node::other(Kind::Socket, meta)),
-                libc::S_IFCHR => self
-                    .tree
-                    .add_node(Node::other(Kind::Char(st.st_rdev), meta)),
-                libc::S_IFBLK => self
-                    .tree
-                    .add_node(Node::other(Kind::Block(st.st_rdev), meta)),
-                _ => continue,
-            };
-            self.tree.attach(node, &name, id);
         }
-        // Popped in name order.
-        stack[first_subdir..].reverse();
-        Ok(())
+        Listing { entries, error }
     }
 
     fn decide(&self, rel: &[u8], is_dir: bool) -> Decision {
@@ -698,80 +408,181 @@ impl Walker<'_> {
         }
     }
 
-    /// The `lstat` and xattrs of a large directory's entries, read in
-    /// parallel (most of a scan is these two calls per entry); `None` for
-    /// small directories, read one entry at a time. Entries the filter skips
-    /// on their listed type are not read.
-    fn prefetch(&self, fd: &OwnedFd, entries: &[(Vec<u8>, u8)]) -> Option<Vec<Option<Fetched>>> {
-        const PARALLEL_MIN: usize = 8;
-        if entries.len() < PARALLEL_MIN {
-            return None;
-        }
-        let wanted: Vec<bool> = entries
-            .iter()
-            .map(|(name, dtype)| {
-                *dtype == libc::DT_UNKNOWN
-                    || self.decide(&join_rel(&self.path, name), *dtype == libc::DT_DIR)
-                        != Decision::Skip
-            })
-            .collect();
-        let dir_path = self.full_path(&self.path).into_os_string().into_vec();
-        let dir = fd.as_fd();
-        let cache = self.cache.as_deref();
-        Some(
-            entries
-                .par_iter()
-                .zip(wanted.par_iter())
-                .map(|((name, _), &wanted)| {
-                    if !wanted {
-                        return None;
-                    }
-                    let st = fstatat(dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW);
-                    let full = || {
-                        let mut p = dir_path.clone();
-                        p.push(b'/');
-                        p.extend_from_slice(name);
-                        p
-                    };
-                    let xattrs = st
-                        .as_ref()
-                        .ok()
-                        .map(|st| match cached_xattrs(cache, st, full) {
-                            Some(x) => Ok(x),
-                            None => read_xattrs_at(dir, name, full),
-                        });
-                    Some(Fetched {
-                        st: Some(st),
-                        xattrs,
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    /// [`Walker::lstat`], taken from a prefetch when there is one.
-    fn lstat_or(
+    /// `lstat` of an entry; `None` when it vanished since it was listed.
+    fn lstat(
         &self,
-        pre: Option<&mut Fetched>,
-        dir: &OwnedFd,
+        dir: BorrowedFd,
         name: &[u8],
         rel: &[u8],
     ) -> Result<Option<FileStat>, ScanError> {
-        match pre.and_then(|p| p.st.take()) {
-            Some(Ok(st)) => Ok(Some(st)),
-            Some(Err(Errno::ENOENT)) => Ok(None),
-            Some(Err(e)) => Err(self.err("stat", rel, e)),
-            None => self.lstat(dir, name, rel),
-        }
-    }
-
-    /// `lstat` of an entry; `None` when it vanished since it was listed.
-    fn lstat(&self, dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<Option<FileStat>, ScanError> {
-        match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(self.err("stat", rel, e)),
         }
+    }
+
+    /// Reads entry `name` (of type `dtype` as listed) of the directory `dir`
+    /// at `dir_rel`; `None` when the filter skips it or it vanished.
+    fn entry(
+        &self,
+        dir: BorrowedFd,
+        dir_rel: &[u8],
+        name: Vec<u8>,
+        dtype: u8,
+    ) -> Result<Option<Listed>, ScanError> {
+        let rel = join_rel(dir_rel, &name);
+        let mut st = None;
+        let guess_dir = match dtype {
+            libc::DT_DIR => true,
+            libc::DT_UNKNOWN => {
+                let Some(s) = self.lstat(dir, &name, &rel)? else {
+                    return Ok(None);
+                };
+                let is_dir = s.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                st = Some(s);
+                is_dir
+            }
+            _ => false,
+        };
+        let mut decision = self.decide(&rel, guess_dir);
+        if decision == Decision::Skip {
+            return Ok(None);
+        }
+        let st = match st {
+            Some(s) => s,
+            None => match self.lstat(dir, &name, &rel)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        let fmt = st.st_mode & libc::S_IFMT;
+        if (fmt == libc::S_IFDIR) != guess_dir {
+            // Replaced between readdir and lstat: decide on what is there.
+            decision = self.decide(&rel, fmt == libc::S_IFDIR);
+            if decision == Decision::Skip {
+                return Ok(None);
+            }
+        }
+        let full = || self.full_path(&rel).into_os_string().into_vec();
+        let xattrs = match cached_xattrs(self.cache, &st, full) {
+            Some(x) => x,
+            None => {
+                read_xattrs_at(dir, &name, full).map_err(|e| self.err("read xattrs of", &rel, e))?
+            }
+        };
+        let target = if fmt == libc::S_IFLNK {
+            match readlinkat(dir, name.as_slice()) {
+                Ok(t) => t.into_vec(),
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(e) => return Err(self.err("read symlink", &rel, e)),
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Listed {
+            name,
+            rel,
+            st,
+            decision,
+            xattrs,
+            target,
+            child: 0,
+        }))
+    }
+}
+
+/// `root` and `rel` joined as a path.
+fn full_path(root: &[u8], rel: &[u8]) -> PathBuf {
+    let mut p = root.to_vec();
+    if !rel.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(rel);
+    }
+    PathBuf::from(OsStr::from_bytes(&p))
+}
+
+/// The second phase of a scan: the tree made from the listings, one thread,
+/// in the order of a depth-first walk (so the first error met is the one a
+/// walk reading one entry at a time would meet), then the hashing.
+struct Walker<'a> {
+    root_arc: Arc<PathBuf>,
+    root_bytes: Vec<u8>,
+    owner: Option<(u32, u32)>,
+    origin: OriginKind,
+    tree: Tree,
+    /// Directories taken only because something below may be: `(parent,
+    /// name, node)`, in walk order.
+    descended: Vec<(NodeId, Vec<u8>, NodeId)>,
+    /// Files with more than one link, by `(st_dev, st_ino)`.
+    links: HashMap<(u64, u64), InodeId>,
+    jobs: Vec<HashJob>,
+    cache: Option<&'a mut StatCache>,
+    /// A buffer for stat cache keys (a file's absolute path).
+    key: Vec<u8>,
+}
+
+impl Walker<'_> {
+    fn full_path(&self, rel: &[u8]) -> PathBuf {
+        full_path(&self.root_bytes, rel)
+    }
+
+    fn err(&self, op: &'static str, rel: &[u8], error: impl Into<io::Error>) -> ScanError {
+        io_err(op, &self.full_path(rel), error.into())
+    }
+
+    /// Adds the listings to the tree, from the root's (listing 0).
+    fn build(&mut self, mut listings: Vec<Option<Listing>>) -> Result<(), ScanError> {
+        let mut stack = vec![(0usize, Tree::ROOT)];
+        while let Some((id, dir)) = stack.pop() {
+            let listing = listings
+                .get_mut(id)
+                .and_then(Option::take)
+                .expect("every directory was read");
+            let first_subdir = stack.len();
+            for l in listing.entries {
+                let (uid, gid) = self.owner.unwrap_or((l.st.st_uid, l.st.st_gid));
+                let mut meta = Meta {
+                    mode: l.st.st_mode & 0o7777,
+                    uid,
+                    gid,
+                    mtime: l.st.st_mtime,
+                    xattrs: l.xattrs,
+                };
+                let id = match l.st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => {
+                        let id = self.tree.add_node(Node::dir(meta));
+                        if l.decision == Decision::Descend {
+                            self.descended.push((dir, l.name.clone(), id));
+                        }
+                        stack.push((l.child, id));
+                        id
+                    }
+                    libc::S_IFREG => self.file(&l.st, meta, l.rel),
+                    libc::S_IFLNK => {
+                        meta.mode = 0o777;
+                        self.tree
+                            .add_node(Node::other(Kind::Symlink(l.target), meta))
+                    }
+                    libc::S_IFIFO => self.tree.add_node(Node::other(Kind::Fifo, meta)),
+                    libc::S_IFSOCK => self.tree.add_node(Node::other(Kind::Socket, meta)),
+                    libc::S_IFCHR => self
+                        .tree
+                        .add_node(Node::other(Kind::Char(l.st.st_rdev), meta)),
+                    libc::S_IFBLK => self
+                        .tree
+                        .add_node(Node::other(Kind::Block(l.st.st_rdev), meta)),
+                    _ => continue,
+                };
+                self.tree.attach(dir, &l.name, id);
+            }
+            if let Some(e) = listing.error {
+                return Err(e);
+            }
+            // Popped in name order.
+            stack[first_subdir..].reverse();
+        }
+        Ok(())
     }
 
     /// Adds a regular file: a new name of an inode already met, or a new
@@ -785,29 +596,37 @@ impl Walker<'_> {
                     .add_node(Node::other(Kind::File(i), Meta::default()));
             }
         }
-        let key = {
-            let mut k = self.root_bytes.clone();
-            k.push(b'/');
-            k.extend_from_slice(&rel);
-            k
+        let stamp = Stamp::of(st);
+        let cached = match self.cache.as_mut() {
+            Some(cache) => {
+                let key = &mut self.key;
+                key.clear();
+                key.extend_from_slice(&self.root_bytes);
+                key.push(b'/');
+                key.extend_from_slice(&rel);
+                cache.lookup(key, &stamp)
+            }
+            None => None,
         };
+        let job = cached.is_none().then(|| rel.clone());
         let (origin, link, stored_phys) = match self.origin {
             OriginKind::Host => (
-                Origin::Host(Arc::new(PathBuf::from(OsStr::from_bytes(&key)))),
+                Origin::Host {
+                    root: self.root_arc.clone(),
+                    path: rel,
+                },
                 false,
                 None,
             ),
             OriginKind::Stored => (
                 Origin::Stored {
                     root: self.root_arc.clone(),
-                    path: rel.clone(),
+                    path: rel,
                 },
                 true,
                 Some(phys),
             ),
         };
-        let stamp = Stamp::of(st);
-        let cached = self.cache.as_mut().and_then(|c| c.lookup(&key, &stamp));
         let inode = self.tree.add_inode(Inode {
             meta,
             size: stamp.size,
@@ -816,8 +635,8 @@ impl Walker<'_> {
             link,
             phys: stored_phys,
         });
-        if cached.is_none() {
-            self.jobs.push(HashJob { inode, rel, key });
+        if let Some(rel) = job {
+            self.jobs.push(HashJob { inode, rel });
         }
         if st.st_nlink > 1 {
             self.links.insert(phys, inode);
@@ -856,13 +675,14 @@ impl Walker<'_> {
             let inode = self.tree.inode_mut(job.inode);
             inode.size = h.size;
             inode.sha256 = h.sha256;
+            let key = self.full_path(&job.rel).into_os_string().into_vec();
             if let Some(cache) = self.cache.as_mut() {
                 match h.stamp {
                     Some(stamp) => {
                         let xattrs = self.tree.inode(job.inode).meta.xattrs.clone();
-                        cache.record(job.key, stamp, h.sha256, xattrs)
+                        cache.record(key, stamp, h.sha256, xattrs)
                     }
-                    None => cache.forget(&job.key),
+                    None => cache.forget(&key),
                 }
             }
         }
@@ -925,6 +745,7 @@ pub(crate) mod tests {
     use crate::tree::manifest::manifest;
     use nix::fcntl::openat;
     use nix::sys::stat::mkdirat;
+    use std::io::Write;
 
     fn paths(tree: &Tree) -> Vec<String> {
         manifest(tree).into_iter().map(|e| e.path).collect()
@@ -1103,46 +924,6 @@ pub(crate) mod tests {
         assert_eq!(fresh.len(), 20);
     }
 
-    #[test]
-    fn damaged_or_missing_cache_files_read_as_empty() {
-        let tmp = tempfile::tempdir().unwrap();
-        assert!(StatCache::load(&tmp.path().join("none")).is_empty());
-        let mut c = StatCache::new();
-        let stamp = Stamp {
-            size: 1,
-            mtime_ns: -5,
-            ctime_ns: 7,
-            ino: 8,
-            dev: 9,
-        };
-        let xattrs: BTreeMap<Vec<u8>, Vec<u8>> = [
-            (b"user.a".to_vec(), b"\0\xff".to_vec()),
-            (b"user.b".to_vec(), Vec::new()),
-        ]
-        .into();
-        c.record(b"/a/\xff\nname".to_vec(), stamp, [3; 32], xattrs.clone());
-        c.record(b"/b".to_vec(), stamp, [4; 32], BTreeMap::new());
-        let file = tmp.path().join("c");
-        c.save(&file).unwrap();
-        let mut back = StatCache::load(&file);
-        assert_eq!(back.lookup(b"/a/\xff\nname", &stamp), Some([3; 32]));
-        assert_eq!(back.xattrs(b"/a/\xff\nname", &stamp), Some(&xattrs));
-        assert_eq!(back.lookup(b"/b", &stamp), Some([4; 32]));
-        let other = Stamp {
-            ctime_ns: 8,
-            ..stamp
-        };
-        assert_eq!(back.xattrs(b"/a/\xff\nname", &other), None);
-        let mut bytes = std::fs::read(&file).unwrap();
-        for cut in [0, 5, CACHE_MAGIC.len() + 3, bytes.len() - 1] {
-            std::fs::write(&file, &bytes[..cut]).unwrap();
-            assert!(StatCache::load(&file).is_empty(), "cut at {cut}");
-        }
-        bytes[CACHE_MAGIC.len() + 6] ^= 1;
-        std::fs::write(&file, &bytes).unwrap();
-        assert!(StatCache::load(&file).is_empty());
-    }
-
     /// The name of each level of [`deep_tree`]: long, so that a few
     /// hundred levels pass PATH_MAX and the runs between kept descriptors
     /// pass the length of one `*at` path.
@@ -1256,6 +1037,12 @@ pub(crate) mod tests {
         let t = scan(tmp.path(), ScanOptions::default()).unwrap();
         let inode = &t.inodes()[0];
         assert!(!inode.link && inode.phys.is_none());
-        assert_eq!(inode.origin, Origin::Host(Arc::new(tmp.path().join("a"))));
+        assert_eq!(
+            inode.origin,
+            Origin::Host {
+                root: Arc::new(tmp.path().to_path_buf()),
+                path: b"a".to_vec()
+            }
+        );
     }
 }

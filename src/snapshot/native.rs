@@ -400,7 +400,7 @@ impl Snapshotter for NativeStore {
         let (stats, digest, encoded) = if tree
             .inodes()
             .iter()
-            .any(|i| matches!(i.origin, Origin::Host(_)))
+            .any(|i| matches!(i.origin, Origin::Host { .. }))
         {
             // Files copied from the host are hashed as they are copied:
             // the record waits for those hashes.

@@ -96,10 +96,9 @@ pub fn manifest(tree: &Tree) -> Vec<Entry> {
     manifest_of(tree, &sorted_entries(tree))
 }
 
-/// The manifest of `entries` (from [`sorted_entries`]).
-fn manifest_of(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<Entry> {
-    use rayon::prelude::*;
-    // The first name (in path order) of each inode: later names link to it.
+/// The first name (in path order, an index into `entries`) of each inode:
+/// later names link to it.
+fn first_names(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<usize> {
     let mut first_name = vec![usize::MAX; tree.inodes().len()];
     for (k, (_, id)) in entries.iter().enumerate() {
         if let Kind::File(i) = tree.node(*id).kind {
@@ -108,44 +107,72 @@ fn manifest_of(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<Entry> {
             }
         }
     }
-    entries
-        .par_iter()
-        .enumerate()
-        .map(|(k, (path, id))| {
-            let node = tree.node(*id);
-            let meta = tree.meta(*id);
-            let (mode, xattrs) = meta_fields(meta);
-            let mut e = Entry {
-                path: escape_bytes(path),
-                kind: node.kind.type_name().to_string(),
-                mode,
-                uid: meta.uid,
-                gid: meta.gid,
-                mtime: meta.mtime,
-                size: None,
-                sha256: None,
-                target: None,
-                rdev: None,
-                xattrs,
-                link: None,
-            };
-            match &node.kind {
-                Kind::File(i) => {
-                    let inode = tree.inode(*i);
-                    e.size = Some(inode.size);
-                    e.sha256 = Some(hex::encode(inode.sha256));
-                    let first = first_name[*i as usize];
-                    if first != k {
-                        e.link = Some(escape_bytes(&entries[first].0));
-                    }
-                }
-                Kind::Symlink(t) => e.target = Some(escape_bytes(t)),
-                Kind::Char(r) | Kind::Block(r) => e.rdev = Some(*r),
-                _ => {}
+    first_name
+}
+
+/// The manifest entry of `entries[k]`.
+fn entry_at(tree: &Tree, entries: &[(Vec<u8>, NodeId)], first_name: &[usize], k: usize) -> Entry {
+    let (path, id) = &entries[k];
+    let node = tree.node(*id);
+    let meta = tree.meta(*id);
+    let (mode, xattrs) = meta_fields(meta);
+    let mut e = Entry {
+        path: escape_bytes(path),
+        kind: node.kind.type_name().to_string(),
+        mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime,
+        size: None,
+        sha256: None,
+        target: None,
+        rdev: None,
+        xattrs,
+        link: None,
+    };
+    match &node.kind {
+        Kind::File(i) => {
+            let inode = tree.inode(*i);
+            e.size = Some(inode.size);
+            e.sha256 = Some(hex::encode(inode.sha256));
+            let first = first_name[*i as usize];
+            if first != k {
+                e.link = Some(escape_bytes(&entries[first].0));
             }
-            e
-        })
+        }
+        Kind::Symlink(t) => e.target = Some(escape_bytes(t)),
+        Kind::Char(r) | Kind::Block(r) => e.rdev = Some(*r),
+        _ => {}
+    }
+    e
+}
+
+/// The manifest of `entries` (from [`sorted_entries`]).
+fn manifest_of(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<Entry> {
+    use rayon::prelude::*;
+    let first_name = first_names(tree, entries);
+    (0..entries.len())
+        .into_par_iter()
+        .map(|k| entry_at(tree, entries, &first_name, k))
         .collect()
+}
+
+/// Entries serialised per chunk by [`digest_of`] and [`tree_digest`].
+const DIGEST_CHUNK: usize = 2048;
+
+/// Hashes chunks of serialised entries (each chunk a JSON array) as one
+/// array: `[`, their items joined by `,`, `]`.
+fn hash_chunks(h: &mut Sha256, parts: &[Vec<u8>], first: &mut bool) {
+    for part in parts {
+        let items = &part[1..part.len() - 1];
+        if items.is_empty() {
+            continue;
+        }
+        if !std::mem::take(first) {
+            h.update(b",");
+        }
+        h.update(items);
+    }
 }
 
 /// The digest of a manifest: `sha256:` and the hex sha256 of the array
@@ -153,28 +180,55 @@ fn manifest_of(tree: &Tree, entries: &[(Vec<u8>, NodeId)]) -> Vec<Entry> {
 /// are serialised in parallel and hashed in order.
 pub fn digest_of(entries: &[Entry]) -> String {
     use rayon::prelude::*;
-    const CHUNK: usize = 2048;
     let parts: Vec<Vec<u8>> = entries
-        .par_chunks(CHUNK)
+        .par_chunks(DIGEST_CHUNK)
         .map(|chunk| serde_json::to_vec(chunk).expect("serialise"))
         .collect();
     let mut h = Sha256::new();
     h.update(b"[");
-    for (k, part) in parts.iter().enumerate() {
-        if k > 0 {
-            h.update(b",");
-        }
-        // Each part is a whole array: its items are the bytes between
-        // its brackets.
-        h.update(&part[1..part.len() - 1]);
-    }
+    hash_chunks(&mut h, &parts, &mut true);
     h.update(b"]");
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-/// The tree digest of a tree.
+/// The tree digest of a tree: [`digest_of`] its [`manifest`], without
+/// holding the manifest. Entries are made and serialised chunk by chunk in
+/// parallel, a few chunks per thread at a time, and hashed in order, so
+/// memory stays small whatever the size of the tree.
 pub fn tree_digest(tree: &Tree) -> String {
-    digest_of(&manifest(tree))
+    use rayon::prelude::*;
+    let entries = sorted_entries(tree);
+    let first_name = first_names(tree, &entries);
+    let chunks: Vec<std::ops::Range<usize>> = (0..entries.len())
+        .step_by(DIGEST_CHUNK)
+        .map(|start| start..(start + DIGEST_CHUNK).min(entries.len()))
+        .collect();
+    let round = 4 * rayon::current_num_threads();
+    let mut h = Sha256::new();
+    h.update(b"[");
+    let mut first = true;
+    for group in chunks.chunks(round) {
+        let parts: Vec<Vec<u8>> = group
+            .par_iter()
+            .map(|range| {
+                let mut out = Vec::with_capacity(range.len() * 256);
+                let mut seq = serde_json::Serializer::new(&mut out);
+                use serde::ser::{SerializeSeq as _, Serializer as _};
+                let mut seq = (&mut seq)
+                    .serialize_seq(Some(range.len()))
+                    .expect("serialise");
+                for k in range.clone() {
+                    seq.serialize_element(&entry_at(tree, &entries, &first_name, k))
+                        .expect("serialise");
+                }
+                seq.end().expect("serialise");
+                out
+            })
+            .collect();
+        hash_chunks(&mut h, &parts, &mut first);
+    }
+    h.update(b"]");
+    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// What a snapshot records of its tree: enough to rebuild the [`Tree`]
@@ -449,4 +503,83 @@ pub fn tree_from_record(rec: &Record, root: &Arc<PathBuf>) -> Result<Tree, Recor
         tree.attach(parent, name, id);
     }
     Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree of `dirs` directories of `files` files each, with xattrs, a
+    /// symlink, a device, non-UTF-8 names, and hardlink groups whose names
+    /// lie thousands of entries apart (so in different digest chunks).
+    fn sample(dirs: usize, files: usize) -> Tree {
+        let mut tree = Tree::new();
+        let mut groups: Vec<InodeId> = Vec::new();
+        for d in 0..dirs {
+            let meta = Meta {
+                mode: 0o755,
+                mtime: d as i64,
+                ..Meta::default()
+            };
+            let dir = tree.add_node(Node::dir(meta));
+            tree.attach(Tree::ROOT, format!("d{d:03}").as_bytes(), dir);
+            for f in 0..files {
+                let inode = match (f % 7, groups.get(f)) {
+                    (0, Some(&i)) => i,
+                    _ => {
+                        let mut meta = Meta {
+                            mode: 0o644,
+                            uid: f as u32,
+                            ..Meta::default()
+                        };
+                        if f % 5 == 0 {
+                            meta.xattrs.insert(b"user.\xffk".to_vec(), vec![f as u8, 0]);
+                        }
+                        let i = tree.add_inode(Inode {
+                            meta,
+                            size: f as u64,
+                            sha256: [(f % 251) as u8; 32],
+                            origin: Origin::Data(Arc::new(Vec::new())),
+                            link: false,
+                            phys: None,
+                        });
+                        if d == 0 {
+                            groups.push(i);
+                        }
+                        i
+                    }
+                };
+                let node = tree.add_node(Node::other(Kind::File(inode), Meta::default()));
+                tree.attach(dir, format!("f{f:04}\u{e9}").as_bytes(), node);
+            }
+            let link = tree.add_node(Node::other(
+                Kind::Symlink(b"../\xfe".to_vec()),
+                Meta::default(),
+            ));
+            tree.attach(dir, b"ln\xff", link);
+            let dev = tree.add_node(Node::other(Kind::Char(259), Meta::default()));
+            tree.attach(dir, b"dev", dev);
+        }
+        tree
+    }
+
+    /// `tree_digest` streams the manifest; it must hash exactly what
+    /// `digest_of(&manifest(..))` does, for trees smaller than a chunk,
+    /// exactly a chunk, and many rounds of chunks.
+    #[test]
+    fn streamed_digest_is_the_digest_of_the_manifest() {
+        let cases = [(0, 0), (1, 1), (1, DIGEST_CHUNK - 3), (3, 900), (40, 700)];
+        let mut seen = std::collections::HashSet::new();
+        for (dirs, files) in cases {
+            let tree = sample(dirs, files);
+            let want = digest_of(&manifest(&tree));
+            assert_eq!(tree_digest(&tree), want, "{dirs} x {files}");
+            assert!(seen.insert(want), "distinct trees, distinct digests");
+        }
+        // the empty manifest is `[]`
+        assert_eq!(
+            tree_digest(&Tree::new()),
+            format!("sha256:{}", hex::encode(Sha256::digest(b"[]")))
+        );
+    }
 }

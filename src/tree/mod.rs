@@ -82,8 +82,14 @@ pub enum Origin {
         /// The file's path below it.
         path: Vec<u8>,
     },
-    /// A host file (a `local` source), copied, never linked.
-    Host(Arc<PathBuf>),
+    /// A host file (a `local` source), copied, never linked: the file at
+    /// `path` under the scanned folder `root`.
+    Host {
+        /// The scanned folder (absolute).
+        root: Arc<PathBuf>,
+        /// The file's path below it.
+        path: Vec<u8>,
+    },
     /// Bytes in memory (`mkfile`).
     Data(Arc<Vec<u8>>),
 }
@@ -244,6 +250,13 @@ impl Tree {
             Kind::File(i) => &mut self.inode_mut(i).meta,
             _ => &mut self.node_mut(id).meta,
         }
+    }
+
+    /// Makes room for `nodes` more nodes and `inodes` more inodes (a hint:
+    /// a tree grows as needed).
+    pub fn reserve(&mut self, nodes: usize, inodes: usize) {
+        self.nodes.reserve(nodes);
+        self.inodes.reserve(inodes);
     }
 
     /// Adds a node, not yet attached anywhere.
