@@ -30,7 +30,7 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
                 .map(|a| {
                     let mut m = Map::new();
                     if names {
-                        m.insert("names".into(), json!(a.names));
+                        m.insert("names".into(), strings(&a.names));
                     }
                     m.insert(a.action.kind().into(), a.action.fields_json());
                     Value::Object(m)
@@ -57,7 +57,7 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
                     m.insert("input".into(), d(&l.input));
                     m.insert("link".into(), Value::Bool(l.link));
                     if names && !l.names.is_empty() {
-                        m.insert("names".into(), json!(l.names));
+                        m.insert("names".into(), strings(&l.names));
                     }
                     if let Some(p) = &l.placement {
                         m.insert(p.kind().into(), p.fields_json());
@@ -78,6 +78,11 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
     let mut m = Map::new();
     m.insert(node.op.kind().into(), Value::Object(fields));
     Value::Object(m)
+}
+
+/// A list of names as a JSON array.
+fn strings(names: &[String]) -> Value {
+    Value::Array(names.iter().map(|n| Value::String(n.clone())).collect())
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -155,7 +160,7 @@ fn named_entry(c: &Compiled, i: NodeId) -> Value {
     let mut v = op_value(node, c.ir.epoch, &c.digests, true);
     if let Value::Object(outer) = &mut v {
         outer.insert("digest".into(), Value::String(c.digests[i].clone()));
-        outer.insert("names".into(), json!(node.names));
+        outer.insert("names".into(), strings(&node.names));
     }
     v
 }
