@@ -34,7 +34,9 @@
 //! ## Code map
 //!
 //! **[`graph`]**: the input as the user wrote it. `op.rs` holds the op kinds
-//! and their fields, `parse.rs` the JSON reader, `normalize.rs` the checks
+//! and their fields, `parse.rs` the JSON reader (`parse/direct.rs` reads
+//! valid ops straight into their types, and leaves every error to the
+//! worded reader of `parse.rs`), `normalize.rs` the checks
 //! serde cannot do (NUL bytes, paths escaping, patterns) and path cleaning,
 //! `builder.rs` the [`graph::GraphBuilder`] for frontends.
 //! - *Invariant*: `graph` knows nothing of the filesystem; a [`graph::Graph`]

@@ -264,10 +264,12 @@ impl Ir {
 
     /// The display name of a node: its first graph name, or its kind.
     pub fn label(&self, id: NodeId) -> String {
+        self.label_str(id).to_string()
+    }
+
+    /// [`Ir::label`], borrowed.
+    pub fn label_str(&self, id: NodeId) -> &str {
         let n = &self.nodes[id];
-        n.names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| n.op.kind().to_string())
+        n.names.first().map_or(n.op.kind(), String::as_str)
     }
 }

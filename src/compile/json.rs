@@ -30,7 +30,7 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
                 .map(|a| {
                     let mut m = Map::new();
                     if names {
-                        m.insert("names".into(), json!(a.names));
+                        m.insert("names".into(), strings(&a.names));
                     }
                     m.insert(a.action.kind().into(), a.action.fields_json());
                     Value::Object(m)
@@ -57,7 +57,7 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
                     m.insert("input".into(), d(&l.input));
                     m.insert("link".into(), Value::Bool(l.link));
                     if names && !l.names.is_empty() {
-                        m.insert("names".into(), json!(l.names));
+                        m.insert("names".into(), strings(&l.names));
                     }
                     if let Some(p) = &l.placement {
                         m.insert(p.kind().into(), p.fields_json());
@@ -78,6 +78,11 @@ pub fn op_value(node: &Node, epoch: i64, digests: &[String], names: bool) -> Val
     let mut m = Map::new();
     m.insert(node.op.kind().into(), Value::Object(fields));
     Value::Object(m)
+}
+
+/// A list of names as a JSON array.
+fn strings(names: &[String]) -> Value {
+    Value::Array(names.iter().map(|n| Value::String(n.clone())).collect())
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -155,7 +160,7 @@ fn named_entry(c: &Compiled, i: NodeId) -> Value {
     let mut v = op_value(node, c.ir.epoch, &c.digests, true);
     if let Value::Object(outer) = &mut v {
         outer.insert("digest".into(), Value::String(c.digests[i].clone()));
-        outer.insert("names".into(), json!(node.names));
+        outer.insert("names".into(), strings(&node.names));
     }
     v
 }
@@ -210,9 +215,8 @@ pub fn write_pretty<W: std::io::Write>(c: &Compiled, w: &mut W) -> std::io::Resu
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(c.digests[*v].clone())))
             .collect();
-    let text = serde_json::to_vec_pretty(&outputs).map_err(std::io::Error::other)?;
-    let mut buf = Vec::with_capacity(text.len() + 64);
-    indent_into(&mut buf, &text, b"  ");
+    let mut buf = Vec::new();
+    write_pretty_at(&mut buf, 1, &outputs)?;
     w.write_all(&buf)?;
     w.write_all(b",\n  \"rewrites\": ")?;
     pretty_array(w, c.ir.rewrites.len(), |i| &c.ir.rewrites[i])?;
@@ -228,49 +232,140 @@ where
 {
     use rayon::prelude::*;
     // Items per task, and tasks per batch written before the next starts.
-    const CHUNK: usize = 1024;
+    // Each task fills one buffer; the buffers are reused from batch to
+    // batch, so the memory in flight stays a few megabytes.
+    const CHUNK: usize = 256;
     const BATCH: usize = 16;
     if n == 0 {
         return w.write_all(b"[]");
     }
     w.write_all(b"[\n")?;
     let chunks = n.div_ceil(CHUNK);
+    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); BATCH.min(chunks)];
     for batch in (0..chunks).step_by(BATCH) {
-        let texts: Vec<Vec<u8>> = (batch..chunks.min(batch + BATCH))
-            .into_par_iter()
-            .map(|k| {
-                let mut out = Vec::with_capacity(CHUNK * 512);
-                let mut text = Vec::with_capacity(4096);
-                for i in k * CHUNK..n.min((k + 1) * CHUNK) {
+        let count = BATCH.min(chunks - batch);
+        buffers[..count]
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each(|(k, out)| {
+                out.clear();
+                let first = (batch + k) * CHUNK;
+                for i in first..n.min(first + CHUNK) {
                     if i > 0 {
                         out.extend_from_slice(b",\n");
                     }
                     out.extend_from_slice(b"    ");
-                    text.clear();
-                    serde_json::to_writer_pretty(&mut text, &item(i)).expect("serialise");
-                    indent_into(&mut out, &text, b"    ");
+                    write_pretty_at(out, 2, &item(i))?;
                 }
-                out
-            })
-            .collect();
-        for t in texts {
-            w.write_all(&t)?;
+                Ok::<(), std::io::Error>(())
+            })?;
+        for b in &buffers[..count] {
+            w.write_all(b)?;
         }
     }
     w.write_all(b"\n  ]")
 }
 
-/// Appends `text` to `out`, with `pad` after each newline. JSON text has
-/// newlines only between tokens (strings escape theirs), so this nests a
-/// pretty value one level deeper.
-fn indent_into(out: &mut Vec<u8>, text: &[u8], pad: &[u8]) {
-    let mut rest = text;
-    while let Some(at) = rest.iter().position(|&b| b == b'\n') {
-        out.extend_from_slice(&rest[..=at]);
-        out.extend_from_slice(pad);
-        rest = &rest[at + 1..];
+/// Writes `value` as serde_json's pretty JSON would inside a document,
+/// `depth` levels in: every line after the first indented by `depth` more
+/// steps.
+fn write_pretty_at<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    depth: usize,
+    value: &T,
+) -> std::io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(
+        out,
+        PrettyAt {
+            depth,
+            has_value: false,
+        },
+    );
+    value.serialize(&mut ser).map_err(std::io::Error::other)
+}
+
+/// serde_json's `PrettyFormatter` (two spaces per level) starting at
+/// `depth`, so a value is written in place, already indented for where it
+/// sits in the document, instead of being written and indented after.
+/// Its methods are `PrettyFormatter`'s, with the indent count shared.
+struct PrettyAt {
+    depth: usize,
+    has_value: bool,
+}
+
+impl PrettyAt {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W, first: bool) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
     }
-    out.extend_from_slice(rest);
+
+    fn indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        for _ in 0..self.depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, end: &[u8]) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(end)
+    }
+}
+
+impl serde_json::ser::Formatter for PrettyAt {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.newline(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.newline(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// The compiled output: `{"version", "epoch", "ops", "outputs", "rewrites"}`.

@@ -2,7 +2,7 @@
 //! the JSON reader and the builder so both make the same [`Op`].
 
 use super::op::{FileAction, Op, Placement};
-use super::path::{clean, clean_dest, clean_relative, is_root};
+use super::path::{clean, clean_dest, clean_relative, is_clean, is_root};
 
 /// What is wrong with a field: the field's name (or `None` for the op) and why.
 pub(crate) type FieldError = (Option<&'static str>, String);
@@ -16,7 +16,10 @@ fn no_nul(field: &'static str, value: &str) -> Result<(), FieldError> {
 
 fn tree_path(field: &'static str, value: &mut String) -> Result<(), FieldError> {
     no_nul(field, value)?;
-    *value = clean(value);
+    // Most paths are written clean: those keep their allocation.
+    if !is_clean(value) {
+        *value = clean(value);
+    }
     Ok(())
 }
 

@@ -70,8 +70,8 @@ fn file_mode() -> Mode {
 }
 
 /// `mkfile`: creates or replaces a file, always as a new inode.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "MkfileFields", into = "MkfileFields")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "MkfileFields")]
 pub struct Mkfile {
     /// The file to write.
     pub path: String,
@@ -86,23 +86,19 @@ pub struct Mkfile {
 }
 
 /// `mkfile` as written in JSON: `data` or `data_base64`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MkfileFields {
     path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     data: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     data_base64: Option<String>,
-    #[serde(default = "file_mode", skip_serializing_if = "Mode::is_file_default")]
+    #[serde(default = "file_mode")]
     mode: Mode,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     owner: Option<Owner>,
-    #[serde(
-        default,
-        deserialize_with = "value::timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "value::timestamp")]
     timestamp: Option<i64>,
 }
 
@@ -129,24 +125,43 @@ impl TryFrom<MkfileFields> for Mkfile {
     }
 }
 
-impl From<Mkfile> for MkfileFields {
-    fn from(m: Mkfile) -> MkfileFields {
-        let (data, data_base64) = if m.data.is_empty() {
+/// `mkfile` as serialised: [`MkfileFields`] borrowing from the op, so
+/// that writing an op (for its digest, or the output) copies nothing.
+#[derive(Serialize)]
+struct MkfileFieldsRef<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    #[serde(skip_serializing_if = "Mode::is_file_default")]
+    mode: Mode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<Owner>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+}
+
+impl Serialize for Mkfile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // UTF-8 content is written as `data`, other bytes as `data_base64`.
+        let (data, data_base64) = if self.data.is_empty() {
             (None, None)
         } else {
-            match String::from_utf8(m.data.0.clone()) {
-                Ok(s) => (Some(s), None),
-                Err(_) => (None, Some(m.data.encode_base64())),
+            match std::str::from_utf8(&self.data.0) {
+                Ok(text) => (Some(text), None),
+                Err(_) => (None, Some(self.data.encode_base64())),
             }
         };
-        MkfileFields {
-            path: m.path,
+        MkfileFieldsRef {
+            path: &self.path,
             data,
             data_base64,
-            mode: m.mode,
-            owner: m.owner,
-            timestamp: m.timestamp,
+            mode: self.mode,
+            owner: self.owner,
+            timestamp: self.timestamp,
         }
+        .serialize(s)
     }
 }
 
@@ -643,3 +658,31 @@ pub const KINDS: &[&str] = &[
     "merge",
     "diff",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mkfile_writes_its_data_in_one_canonical_spelling() {
+        let read = |text: &str| serde_json::from_str::<Mkfile>(text).unwrap();
+        let write = |m: &Mkfile| serde_json::to_string(m).unwrap();
+        // UTF-8 bytes are `data`, whichever way they were given.
+        let text = read(r#"{"path": "/f", "data_base64": "aGk="}"#);
+        assert_eq!(write(&text), r#"{"path":"/f","data":"hi"}"#);
+        // Other bytes are `data_base64`; no content is neither.
+        let binary = read(r#"{"path": "/f", "data_base64": "/w==", "mode": "0600"}"#);
+        assert_eq!(
+            write(&binary),
+            r#"{"path":"/f","data_base64":"/w==","mode":"0600"}"#
+        );
+        let empty = read(r#"{"path": "/f", "data": "", "owner": "1:2", "timestamp": 5}"#);
+        assert_eq!(
+            write(&empty),
+            r#"{"path":"/f","owner":"1:2","timestamp":5}"#
+        );
+        for m in [text, binary, empty] {
+            assert_eq!(read(&write(&m)), m);
+        }
+    }
+}

@@ -1,10 +1,15 @@
 //! JSON text to [`Graph`]: the version 1 format of SPEC §2, with one clear
 //! error per mistake, naming the op and the field.
 //!
-//! The text is read in one pass into a raw form whose maps keep their keys in
-//! order and reject duplicates; each op is then checked on its own, so an
-//! error always knows which op it is in. Nothing here recurses over the
+//! Two readers share the top level. The direct reader ([`direct`]) makes
+//! each op straight from the text and gives up at the first thing wrong;
+//! only then does the worded reader read the text again, into a raw form
+//! whose maps keep their keys in order and reject duplicates, and check
+//! each op on its own, so an error always knows which op it is in. Every
+//! message comes from the worded reader. Nothing here recurses over the
 //! input's depth beyond serde_json's own limit (128 levels).
+
+mod direct;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,35 +170,67 @@ impl<'de> Deserialize<'de> for Strict {
 
 impl<'de> Deserialize<'de> for RawTop {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawTop, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawTop;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a graph: an object with version, epoch, ops and outputs")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTop, A::Error> {
-                let mut top = RawTop::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    let twice =
-                        || de::Error::custom(format!("top-level field `{key}` is given twice"));
-                    match key.as_str() {
-                        "version" if top.version.is_none() => top.version = Some(map.next_value()?),
-                        "epoch" if top.epoch.is_none() => top.epoch = Some(map.next_value()?),
-                        "ops" if top.ops.is_none() => top.ops = Some(map.next_value()?),
-                        "outputs" if top.outputs.is_none() => top.outputs = Some(map.next_value()?),
-                        "rewrites" if top.rewrites.is_none() => top.rewrites = Some(map.next_value()?),
-                        "version" | "epoch" | "ops" | "outputs" | "rewrites" => return Err(twice()),
-                        _ => {
-                            return Err(de::Error::custom(format!(
-                                "unknown top-level field `{key}` (a graph has version, epoch, ops, outputs)"
-                            )))
-                        }
-                    }
+        d.deserialize_map(TopVisitor { direct: false })
+    }
+}
+
+/// Reads the top level; with `direct`, a graph's named ops are read by
+/// the direct reader (see [`direct`]).
+struct TopVisitor {
+    direct: bool,
+}
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = RawTop;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a graph: an object with version, epoch, ops and outputs")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTop, A::Error> {
+        let mut top = RawTop::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let twice = || de::Error::custom(format!("top-level field `{key}` is given twice"));
+            match key.as_str() {
+                "version" if top.version.is_none() => top.version = Some(map.next_value()?),
+                "epoch" if top.epoch.is_none() => top.epoch = Some(map.next_value()?),
+                "ops" if top.ops.is_none() && self.direct => {
+                    top.ops = Some(map.next_value_seed(DirectRawOps)?)
                 }
-                Ok(top)
+                "ops" if top.ops.is_none() => top.ops = Some(map.next_value()?),
+                "outputs" if top.outputs.is_none() => top.outputs = Some(map.next_value()?),
+                "rewrites" if top.rewrites.is_none() => top.rewrites = Some(map.next_value()?),
+                "version" | "epoch" | "ops" | "outputs" | "rewrites" => return Err(twice()),
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "unknown top-level field `{key}` (a graph has version, epoch, ops, outputs)"
+                    )))
+                }
             }
         }
-        d.deserialize_map(V)
+        Ok(top)
+    }
+}
+
+/// `ops` for the direct reader: a graph's named ops read directly; an IR's
+/// array of ops as the worded reader reads it.
+struct DirectRawOps;
+
+impl<'de> de::DeserializeSeed<'de> for DirectRawOps {
+    type Value = RawOps;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawOps, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DirectRawOps {
+    type Value = RawOps;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of named ops")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOps, A::Error> {
+        direct::DirectOps.visit_map(map).map(RawOps::Named)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawOps, A::Error> {
+        read_op_list(seq)
     }
 }
 
@@ -208,21 +245,35 @@ impl<'de> Deserialize<'de> for RawOps {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawOps, A::Error> {
                 NamedOpsVisitor.visit_map(map).map(RawOps::Named)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawOps, A::Error> {
-                let mut out = Vec::new();
-                while let Some(v) = seq.next_element::<Strict>()? {
-                    out.push(v.0);
-                }
-                Ok(RawOps::List(out))
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawOps, A::Error> {
+                read_op_list(seq)
             }
         }
         d.deserialize_any(V)
     }
 }
 
+/// An IR's array of ops, each a [`Strict`] value.
+fn read_op_list<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<RawOps, A::Error> {
+    let mut out = Vec::new();
+    while let Some(v) = seq.next_element::<Strict>()? {
+        out.push(v.0);
+    }
+    Ok(RawOps::List(out))
+}
+
 /// Reads the raw top level; syntax errors carry their line and column.
+///
+/// A graph's ops are first read by the direct reader, which makes each op
+/// straight from the text but gives up at the first thing wrong; then the
+/// text is read again by the worded reader (one [`Strict`] value per op,
+/// checked field by field), which says what is wrong. A valid graph is
+/// read once, an invalid one twice.
 pub(crate) fn read_top(text: &str) -> Result<RawTop, GraphError> {
-    let raw: RawTop = serde_json::from_str(text).map_err(|e| GraphError::json(&e))?;
+    let raw = match read_direct(text) {
+        Ok(raw) => raw,
+        Err(_) => serde_json::from_str(text).map_err(|e| GraphError::json(&e))?,
+    };
     match &raw.version {
         None => {
             return Err(GraphError::top(
@@ -238,6 +289,14 @@ pub(crate) fn read_top(text: &str) -> Result<RawTop, GraphError> {
             ))
         }
     }
+    Ok(raw)
+}
+
+/// The top level read with the direct reader; any error means "read again".
+fn read_direct(text: &str) -> Result<RawTop, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = de.deserialize_map(TopVisitor { direct: true })?;
+    de.end()?;
     Ok(raw)
 }
 

@@ -32,6 +32,21 @@ pub fn clean(path: &str) -> String {
     out
 }
 
+/// Whether [`clean`] would give the path back unchanged: `/`, or `/` and
+/// components none of which is empty, `.` or `..`.
+///
+/// ```
+/// use hardmerge::graph::path::is_clean;
+/// assert!(is_clean("/a/b"));
+/// assert!(!is_clean("/a/b/") && !is_clean("a") && !is_clean("/a/./b"));
+/// ```
+pub fn is_clean(path: &str) -> bool {
+    path == "/"
+        || path
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(|c| !matches!(c, "" | "." | "..")))
+}
+
 /// Cleans a `copy` destination, keeping the one thing cleaning would lose
 /// that matters to it: a trailing `/` (or `/.`), which means "a directory".
 pub fn clean_dest(path: &str) -> String {
@@ -45,6 +60,9 @@ pub fn clean_dest(path: &str) -> String {
 
 /// Whether a path cleans to the root.
 pub fn is_root(path: &str) -> bool {
+    if is_clean(path) {
+        return path == "/";
+    }
     clean(path) == "/"
 }
 
@@ -89,6 +107,34 @@ mod tests {
         assert_eq!(clean("a/../../b"), "/b");
         assert!(is_root("a/../.."));
         assert!(!is_root("a/.."[..2].as_ref()));
+    }
+
+    #[test]
+    fn a_clean_path_is_what_cleaning_gives_back() {
+        for p in [
+            "",
+            "/",
+            "//",
+            "/.",
+            "/..",
+            "a",
+            "/a",
+            "/a/",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/a/..",
+            "/a/b",
+            "/.a/..b/...",
+            "/a b/c",
+            "./a",
+            "/a/.",
+            "/a.",
+            "/a..",
+        ] {
+            assert_eq!(is_clean(p), clean(p) == p, "{p:?}");
+            assert_eq!(is_root(p), clean(p) == "/", "{p:?}");
+        }
     }
 
     #[test]

@@ -84,16 +84,14 @@ pub fn run(ir: &mut Ir) {
         } else {
             String::new()
         };
-        ir.rewrites.push(Rewrite::new(
-            &ir.label(i),
-            Rule::Dedupe,
-            kind.to_string(),
-            format!("`{}`", ir.label(twin)),
-            format!(
-                "the same op as `{}` (equal content, one digest){also}",
-                ir.label(twin)
-            ),
-        ));
+        let twin_name = ir.label_str(twin);
+        ir.rewrites.push(Rewrite {
+            to: format!("`{twin_name}`"),
+            reason: format!("the same op as `{twin_name}` (equal content, one digest){also}"),
+            op: ir.label(i),
+            rule: Rule::Dedupe,
+            from: kind.to_string(),
+        });
         add_names(&mut ir.nodes[twin].names, &names);
     }
     ir.redirect_outputs(&redirect);

@@ -38,7 +38,7 @@ pub fn run(ir: &mut Ir) {
                     "merge".to_string(),
                     format!(
                         "layer `{}` is {what}, an empty tree: removed",
-                        ir.label(layer.input)
+                        ir.label_str(layer.input)
                     ),
                 ));
             } else {
@@ -48,16 +48,16 @@ pub fn run(ir: &mut Ir) {
         if let [only] = kept.as_slice() {
             let input = only.input;
             if only.is_plain() && !matches!(ir.nodes[input].op, IrOp::Diff { .. }) {
-                ir.rewrites.push(Rewrite::new(
-                    &name,
-                    Rule::DropScratch,
-                    "merge".to_string(),
-                    format!("`{}`", ir.label(input)),
-                    format!(
-                        "one plain layer, not a diff: the merge is its input `{}`",
-                        ir.label(input)
+                let input_name = ir.label_str(input);
+                ir.rewrites.push(Rewrite {
+                    to: format!("`{input_name}`"),
+                    reason: format!(
+                        "one plain layer, not a diff: the merge is its input `{input_name}`"
                     ),
-                ));
+                    op: name,
+                    rule: Rule::DropScratch,
+                    from: "merge".to_string(),
+                });
                 let names = ir.nodes[i].names.clone();
                 add_names(&mut ir.nodes[input].names, &names);
                 redirect[i] = input;

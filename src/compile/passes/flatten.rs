@@ -62,17 +62,18 @@ pub fn run(ir: &mut Ir) {
             *outer = inner_layers;
             outer.extend(rest);
             let total = outer.len();
-            ir.rewrites.push(Rewrite::new(
-                &ir.label(i),
-                Rule::Flatten,
-                "merge[merge, ...]".to_string(),
-                format!("merge of {total} layers"),
-                format!(
-                    "first layer is the merge `{}`: its {count} layer{} inlined",
-                    ir.label(inner),
-                    if count == 1 { "" } else { "s" }
-                ),
-            ));
+            let reason = format!(
+                "first layer is the merge `{}`: its {count} layer{} inlined",
+                ir.label_str(inner),
+                if count == 1 { "" } else { "s" }
+            );
+            ir.rewrites.push(Rewrite {
+                op: ir.label(i),
+                rule: Rule::Flatten,
+                reason,
+                from: "merge[merge, ...]".to_string(),
+                to: format!("merge of {total} layers"),
+            });
         }
     }
 }

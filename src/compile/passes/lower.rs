@@ -28,8 +28,8 @@ pub fn run(ir: &mut Ir, strategy: Strategy) {
         else {
             unreachable!("checked above")
         };
-        let names = ir.nodes[i].names.clone();
         let name = ir.label(i);
+        let source_name = ir.label_str(source);
         let source_is_diff = matches!(ir.nodes[source].op, IrOp::Diff { .. });
         let overrides = placement.overrides();
         let whole = placement.is_whole_tree_at_root();
@@ -41,37 +41,41 @@ pub fn run(ir: &mut Ir, strategy: Strategy) {
             (Rule::KeptCopy, reason, false)
         } else if whole && !source_is_diff {
             let reason = format!(
-                "the whole tree of `{}` onto /, no filter, no owner/mode/timestamp: a plain layer",
-                ir.label(source)
+                "the whole tree of `{source_name}` onto /, no filter, no owner/mode/timestamp: a plain layer"
             );
             (Rule::DirectMerge, reason, true)
         } else {
-            let reason = placed_reason(&placement, whole && source_is_diff, &ir.label(source));
+            let reason = placed_reason(&placement, whole && source_is_diff, source_name);
             (Rule::PlacedMerge, reason, true)
         };
         let kind = placement.kind();
         // A direct merge drops the placement; the others keep it whole.
         let layer_placement = (rule != Rule::DirectMerge).then_some(placement);
         let link = link && link_allowed;
+        let names = &ir.nodes[i].names;
         let mut layers = Vec::with_capacity(2);
         if let Some(b) = base {
-            layers.push(plain(b, link_allowed, &names));
+            layers.push(plain(b, link_allowed, names));
         }
-        let shape = describe_layers(base, rule == Rule::DirectMerge, kind);
         layers.push(Layer {
             input: source,
             link,
-            names,
+            names: names.clone(),
             placement: layer_placement,
         });
-        let to = format!("{shape} ({})", if link { "link" } else { "copy" });
+        let to = describe_layers(base, rule == Rule::DirectMerge, kind, link);
         let reason = if !link_allowed && rule != Rule::KeptCopy {
             format!("{reason}; --strategy copy: copied")
         } else {
             reason
         };
-        ir.rewrites
-            .push(Rewrite::new(&name, rule, kind.to_string(), to, reason));
+        ir.rewrites.push(Rewrite {
+            op: name,
+            rule,
+            reason,
+            from: kind.to_string(),
+            to,
+        });
         ir.nodes[i].op = IrOp::Merge { layers };
     }
 }
@@ -85,15 +89,14 @@ fn plain(input: NodeId, link: bool, names: &[String]) -> Layer {
     }
 }
 
-fn describe_layers(base: Option<NodeId>, direct: bool, kind: &str) -> String {
-    let source = if direct {
-        "source".to_string()
+/// What the op became, for `explain`: `merge[base, placed KIND] (link)`.
+fn describe_layers(base: Option<NodeId>, direct: bool, kind: &str, link: bool) -> String {
+    let base = if base.is_some() { "base, " } else { "" };
+    let how = if link { "link" } else { "copy" };
+    if direct {
+        format!("merge[{base}source] ({how})")
     } else {
-        format!("placed {kind}")
-    };
-    match base {
-        Some(_) => format!("merge[base, {source}]"),
-        None => format!("merge[{source}]"),
+        format!("merge[{base}placed {kind}] ({how})")
     }
 }
 
