@@ -357,8 +357,16 @@ fn set_xattr_fd(fd: BorrowedFd, name: &[u8], value: &[u8]) -> io::Result<()> {
 
 /// Reads a directory's entries (`.` and `..` left out) with their `d_type`.
 fn read_entries(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u8)>> {
+    thread_local! {
+        // One buffer per thread: a walk reads thousands of directories.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+    }
+    BUF.with_borrow_mut(|buf| read_entries_into(dir, buf))
+}
+
+/// [`read_entries`] with `buf` for `getdents64`.
+fn read_entries_into(dir: BorrowedFd, buf: &mut [u8]) -> io::Result<Vec<(Vec<u8>, u8)>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: the buffer is valid for its length; getdents64 writes
         // whole records into it.
