@@ -1011,6 +1011,65 @@ pub(crate) mod tests {
         assert!(t.lookup(format!("{DEEP}/f").as_bytes()).is_some());
     }
 
+    /// Directories are read in parallel, but the error a scan reports is
+    /// the first a depth-first walk meets: here two branches are too deep,
+    /// and the one under `a` is always named, however the reads interleave.
+    #[test]
+    fn the_first_error_in_walk_order_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let levels = MAX_PATH_BYTES / (DEEP.len() + 1) + 2;
+        for branch in ["a", "b"] {
+            std::fs::create_dir(tmp.path().join(branch)).unwrap();
+            deep_tree(&tmp.path().join(branch), levels);
+        }
+        std::fs::write(tmp.path().join("c"), b"after").unwrap();
+        for _ in 0..4 {
+            let e = scan(tmp.path(), ScanOptions::default()).unwrap_err();
+            let ScanError::TooDeep { shown, .. } = &e else {
+                panic!("{e}");
+            };
+            let prefix = tmp.path().join("a").join(DEEP);
+            assert!(shown.starts_with(&prefix), "{}", shown.display());
+        }
+    }
+
+    /// A directory large enough to be read in parallel keeps name order,
+    /// filters, hardlink groups and symlinks as a small one does.
+    #[test]
+    fn large_directories_read_in_parallel_keep_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 3 * PARALLEL_ENTRIES;
+        for k in 0..n {
+            let name = format!("f{k:04}.{}", if k % 3 == 0 { "skip" } else { "txt" });
+            std::fs::write(tmp.path().join(name), format!("{k}")).unwrap();
+        }
+        std::fs::hard_link(tmp.path().join("f0001.txt"), tmp.path().join("z-link")).unwrap();
+        std::os::unix::fs::symlink("f0001.txt", tmp.path().join("z-sym")).unwrap();
+        std::fs::create_dir(tmp.path().join("z-dir")).unwrap();
+        std::fs::write(tmp.path().join("z-dir/inner.skip"), b"x").unwrap();
+        let tree = filtered(tmp.path(), &[], &["**/*.skip"]);
+        let mut want: Vec<String> = (0..n)
+            .filter(|k| k % 3 != 0)
+            .map(|k| format!("f{k:04}.txt"))
+            .collect();
+        want.extend(["z-dir", "z-link", "z-sym"].map(String::from));
+        assert_eq!(paths(&tree), want);
+        let inode = |path: &[u8]| match tree.node(tree.lookup(path).unwrap()).kind {
+            Kind::File(i) => i,
+            ref k => panic!("{k:?}"),
+        };
+        assert_eq!(inode(b"f0001.txt"), inode(b"z-link"));
+        assert_ne!(inode(b"f0001.txt"), inode(b"f0002.txt"));
+        assert_eq!(
+            tree.node(tree.lookup(b"z-sym").unwrap()).kind,
+            Kind::Symlink(b"f0001.txt".to_vec())
+        );
+        assert_eq!(
+            tree.inode(inode(b"f0100.txt")).sha256,
+            <[u8; 32]>::from(Sha256::digest(b"100"))
+        );
+    }
+
     #[test]
     fn stored_scans_record_phys_and_link() {
         let tmp = tempfile::tempdir().unwrap();
