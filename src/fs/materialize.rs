@@ -25,7 +25,7 @@
 //!   first name written, so hardlink groups are kept exactly.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -45,7 +45,8 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    cstring, entry_path, join_rel, keep_open, locate, open_below, set_xattr_fd, set_xattr_path,
+    cstring, entry_path, join_rel, keep_open, locate, open_below, path_of, set_xattr_fd,
+    set_xattr_path,
 };
 use crate::tree::{Inode, InodeId, Kind, Meta, NodeId, Origin, Tree};
 
@@ -155,14 +156,6 @@ fn fail(op: &'static str, path: PathBuf, error: impl Into<io::Error>) -> Materia
     }
 }
 
-fn path_of(base: &[u8], rel: &[u8]) -> PathBuf {
-    let mut p = base.to_vec();
-    if !rel.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(rel);
-    }
-    PathBuf::from(OsStr::from_bytes(&p))
-}
 
 /// Writes `tree` to `dest`, which must not exist yet (its parent must).
 ///

@@ -45,6 +45,18 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from(Errno::EINVAL))
 }
 
+/// A base path and a relative path below it, joined (`base` alone for an
+/// empty `rel`).
+fn path_of(base: &[u8], rel: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut p = base.to_vec();
+    if !rel.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(rel);
+    }
+    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+}
+
 /// Joins a relative path and a name.
 fn join_rel(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(dir.len() + 1 + name.len());

@@ -46,7 +46,9 @@ use sha2::{Digest as _, Sha256};
 use super::pattern::{Decision, Filter};
 use super::stat_cache::Stamp;
 pub use super::stat_cache::{StatCache, RACY_NS};
-use super::{join_rel, keep_open, now_nanos, open_below, read_entries, read_xattrs_at};
+use super::{
+    join_rel, keep_open, now_nanos, open_below, path_of, read_entries, read_xattrs_at,
+};
 use crate::tree::{Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
 
 /// Whose owner ids a scan records.
@@ -64,8 +66,8 @@ pub enum Owners {
 /// What the scanned files' [`Origin`] is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OriginKind {
-    /// A host folder (a `local` source): [`Origin::Host`] with the file's
-    /// absolute path, never linked.
+    /// A host folder (a `local` source): [`Origin::Host`] with the scanned
+    /// folder and the file's path below it, never linked.
     #[default]
     Host,
     /// A folder of the store: [`Origin::Stored`], linkable, with the file's
@@ -295,7 +297,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn full_path(&self, rel: &[u8]) -> PathBuf {
-        full_path(self.root_bytes, rel)
+        path_of(self.root_bytes, rel)
     }
 
     fn err(&self, op: &'static str, rel: &[u8], error: impl Into<io::Error>) -> ScanError {
@@ -492,16 +494,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `root` and `rel` joined as a path.
-fn full_path(root: &[u8], rel: &[u8]) -> PathBuf {
-    let mut p = root.to_vec();
-    if !rel.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(rel);
-    }
-    PathBuf::from(OsStr::from_bytes(&p))
-}
-
 /// The second phase of a scan: the tree made from the listings, one thread,
 /// in the order of a depth-first walk (so the first error met is the one a
 /// walk reading one entry at a time would meet), then the hashing.
@@ -524,7 +516,7 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn full_path(&self, rel: &[u8]) -> PathBuf {
-        full_path(&self.root_bytes, rel)
+        path_of(&self.root_bytes, rel)
     }
 
     fn err(&self, op: &'static str, rel: &[u8], error: impl Into<io::Error>) -> ScanError {
