@@ -1023,6 +1023,49 @@ fn changed_source_reruns_only_what_depends_on_it() {
     assert_eq!(report(&rpath)["totals"]["ops_run"], 0);
 }
 
+/// An unchanged source takes its digest from its stat cache, found by the
+/// fingerprint of the scanned tree: every change a manifest shows, content
+/// untouched, must still give the source's new digest (that of `tree`).
+#[test]
+fn a_source_changed_only_in_metadata_gets_its_new_digest() {
+    let env = Env::new();
+    let src = make_src(&env.ctx);
+    let g = env.graph("src-only", &graph(json!({"ctx": local()}), "ctx"));
+    let mut seen = std::collections::HashSet::new();
+    let mut check = |what: &str| {
+        let first = env.build(&g, &[]);
+        first.ok();
+        let again = env.build(&g, &[]);
+        again.ok();
+        assert_eq!(again.digest(), first.digest(), "{what}: a rebuild");
+        assert_eq!(first.digest(), tree_digest(&src), "{what}");
+        assert!(
+            seen.insert(first.digest()),
+            "{what}: the digest did not change"
+        );
+    };
+    check("as made");
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    check("a folder's mode");
+    set_mtime(&src.join("notes.md"), T0 + 7);
+    check("a file's mtime");
+    xattr::set(src.join("readme.md"), "user.k", b"v").unwrap();
+    check("an xattr");
+    fs::remove_file(src.join("ln")).unwrap();
+    std::os::unix::fs::symlink("readme.md", src.join("ln")).unwrap();
+    set_mtime(&src.join("ln"), T0);
+    check("a symlink's target");
+    fs::rename(src.join("notes.md"), src.join("sub/notes.md")).unwrap();
+    set_mtime(&src.join("sub"), T0);
+    check("a file moved to a folder");
+    fs::remove_file(src.join("sub/a-link")).unwrap();
+    fs::copy(src.join("a.txt"), src.join("sub/a-link")).unwrap();
+    set_mtime(&src.join("sub/a-link"), T0 + 1);
+    set_mtime(&src.join("sub"), T0);
+    check("a hardlink made a copy");
+}
+
 /// With the context on a `strictatime` tmpfs every read of a file moves its
 /// atime: a rebuild of an unchanged graph must move none.
 #[test]

@@ -156,7 +156,6 @@ fn fail(op: &'static str, path: PathBuf, error: impl Into<io::Error>) -> Materia
     }
 }
 
-
 /// Writes `tree` to `dest`, which must not exist yet (its parent must).
 ///
 /// On success every written inode's `phys` is the `(st_dev, st_ino)` of its

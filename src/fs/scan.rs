@@ -46,9 +46,7 @@ use sha2::{Digest as _, Sha256};
 use super::pattern::{Decision, Filter};
 use super::stat_cache::Stamp;
 pub use super::stat_cache::{StatCache, RACY_NS};
-use super::{
-    join_rel, keep_open, now_nanos, open_below, path_of, read_entries, read_xattrs_at,
-};
+use super::{join_rel, keep_open, now_nanos, open_below, path_of, read_entries, read_xattrs_at};
 use crate::tree::{Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
 
 /// Whose owner ids a scan records.

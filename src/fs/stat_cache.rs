@@ -1,10 +1,13 @@
 //! The stat cache: hashes of host files from earlier scans, so that a scan
 //! of an unchanged source reads no file's content (see [`StatCache`]).
 //!
-//! The file format is `MAGIC`, then one record per file in increasing key
-//! order, then the sha256 of everything before it:
+//! The file format is `MAGIC`, the source's last tree fingerprint and
+//! digest (see [`StatCache::digest_for`]), then one record per file in
+//! increasing key order, then the sha256 of everything before it:
 //!
 //! ```text
+//! u8 1 and [u8; 32] fingerprint, u32 length, digest bytes; or u8 0
+//! then per file:
 //! u32 key length, key bytes (the file's absolute path)
 //! u64 size, i64 mtime ns, i64 ctime ns, u64 inode, u64 device, [u8; 32] sha256
 //! u32 xattr count, then per xattr: u32 length, name, u32 length, value
@@ -35,7 +38,7 @@ use super::nanos;
 /// stamps files with a clock that may lag by a tick, 10 ms at HZ=100).
 pub const RACY_NS: i64 = 50_000_000;
 
-const MAGIC: &[u8] = b"hardmerge statcache 2\n";
+const MAGIC: &[u8] = b"hardmerge statcache 3\n";
 /// The fixed part of a record after its key: the stamp and the sha256.
 const FIXED: usize = 8 * 5 + 32;
 
@@ -108,6 +111,10 @@ pub struct StatCache {
     dropped_count: usize,
     /// Records made since loading, by key.
     fresh: FxHashMap<Vec<u8>, Fresh>,
+    /// The fingerprint and digest of the tree the last scan of the source
+    /// gave.
+    digest: Option<([u8; 32], String)>,
+
     hits: u64,
     misses: u64,
     /// Whether it differs from the file it was loaded from.
@@ -200,9 +207,18 @@ impl StatCache {
             return None;
         }
         bytes.truncate(body_len);
-        // A record is at least 80 bytes: sized once.
-        let mut starts = Vec::with_capacity((bytes.len() - MAGIC.len()) / (4 + FIXED + 4) + 1);
         let mut rest = &bytes[MAGIC.len()..];
+        let digest = match take(&mut rest, 1)? {
+            [0] => None,
+            [1] => {
+                let fp: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+                let digest = std::str::from_utf8(take_bytes(&mut rest)?).ok()?;
+                Some((fp, digest.to_string()))
+            }
+            _ => return None,
+        };
+        // A record is at least 80 bytes: sized once.
+        let mut starts = Vec::with_capacity(rest.len() / (4 + FIXED + 4) + 1);
         let mut last_key: Option<&[u8]> = None;
         while !rest.is_empty() {
             starts.push(bytes.len() - rest.len());
@@ -224,6 +240,7 @@ impl StatCache {
             starts,
             seen: vec![false; records],
             dropped: vec![false; records],
+            digest,
             ..StatCache::default()
         })
     }
@@ -294,6 +311,15 @@ impl StatCache {
         let mut out =
             Vec::with_capacity(self.bytes.len().max(MAGIC.len()) + self.fresh.len() * 128 + 32);
         out.extend_from_slice(MAGIC);
+        match &self.digest {
+            Some((fp, digest)) => {
+                out.push(1);
+                out.extend_from_slice(fp);
+                out.extend_from_slice(&(digest.len() as u32).to_le_bytes());
+                out.extend_from_slice(digest.as_bytes());
+            }
+            None => out.push(0),
+        }
         let mut fresh: Vec<(&Vec<u8>, &Fresh)> = self.fresh.iter().collect();
         fresh.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut fresh = fresh.into_iter().peekable();
@@ -349,6 +375,23 @@ impl StatCache {
             if !self.seen[k] {
                 self.drop_loaded(k);
             }
+        }
+    }
+
+    /// The digest of the source's tree if the last scan saw a tree with
+    /// this fingerprint ([`crate::tree::manifest::fingerprint`]).
+    pub fn digest_for(&self, fingerprint: &[u8; 32]) -> Option<&str> {
+        match &self.digest {
+            Some((fp, digest)) if fp == fingerprint => Some(digest),
+            _ => None,
+        }
+    }
+
+    /// Keeps the digest of the source's tree, by its fingerprint.
+    pub fn remember_digest(&mut self, fingerprint: [u8; 32], digest: String) {
+        if self.digest_for(&fingerprint) != Some(digest.as_str()) {
+            self.digest = Some((fingerprint, digest));
+            self.dirty = true;
         }
     }
 
@@ -494,6 +537,7 @@ mod tests {
         };
         for keys in [&[b"/b", b"/a"], &[b"/a", b"/a"]] {
             let mut body = MAGIC.to_vec();
+            body.push(0);
             for k in keys {
                 body.extend(rec(*k));
             }
@@ -504,12 +548,41 @@ mod tests {
         }
         // the same records in order load
         let mut body = MAGIC.to_vec();
+        body.push(0);
         body.extend(rec(b"/a"));
         body.extend(rec(b"/b"));
         let sum = Sha256::digest(&body);
         body.extend_from_slice(&sum);
         std::fs::write(&file, &body).unwrap();
         assert_eq!(StatCache::load(&file).len(), 2);
+    }
+
+    /// The last fingerprint and digest are kept across a save, and only a
+    /// different pair makes the cache worth saving again.
+    #[test]
+    fn the_last_digest_is_kept_by_fingerprint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("c");
+        let mut c = StatCache::new();
+        assert_eq!(c.digest_for(&[1; 32]), None);
+        c.remember_digest([1; 32], "sha256:one".into());
+        c.record(b"/a".to_vec(), stamp(1), [5; 32], BTreeMap::new());
+        c.save(&file).unwrap();
+
+        let mut back = StatCache::load(&file);
+        assert_eq!(back.digest_for(&[1; 32]), Some("sha256:one"));
+        assert_eq!(back.digest_for(&[2; 32]), None);
+        assert_eq!(back.lookup(b"/a", &stamp(1)), Some([5; 32]));
+        back.remember_digest([1; 32], "sha256:one".into());
+        assert!(!back.is_dirty(), "the same pair again changes nothing");
+        back.remember_digest([2; 32], "sha256:two".into());
+        assert!(back.is_dirty());
+        assert_eq!(back.digest_for(&[1; 32]), None, "only the last is kept");
+        back.save(&file).unwrap();
+        assert_eq!(
+            StatCache::load(&file).digest_for(&[2; 32]),
+            Some("sha256:two")
+        );
     }
 
     /// Saving merges loaded records (copied as they are) with fresh ones in

@@ -156,11 +156,21 @@ fn read_local(
         stat_cache: Some(&mut cache),
     };
     let tree = scan(&real, opts).map_err(|e| fail(e.to_string()))?;
+    // An unchanged source has the fingerprint of its last scan: its digest
+    // is the one computed then.
+    let fingerprint = crate::tree::manifest::fingerprint(&tree);
+    let digest = match cache.digest_for(&fingerprint) {
+        Some(d) => d.to_string(),
+        None => {
+            let d = crate::tree::manifest::tree_digest(&tree);
+            cache.remember_digest(fingerprint, d.clone());
+            d
+        }
+    };
     cache.prune_unseen();
     if cache.is_dirty() {
         let _ = cache.save(&cache_path);
     }
-    let digest = crate::tree::manifest::tree_digest(&tree);
     Ok((tree, digest))
 }
 

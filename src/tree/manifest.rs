@@ -231,6 +231,84 @@ pub fn tree_digest(tree: &Tree) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
+/// A sha256 of everything a tree's manifest holds, in a binary encoding
+/// that is cheap to make: equal fingerprints mean equal manifests, so a
+/// digest computed once can be found again by fingerprint (the stat cache
+/// keeps a source's last one: an unchanged rebuild skips the manifest).
+///
+/// The encoding lists the entries of each directory (the root first, then
+/// every directory in depth-first order, children in name order), each
+/// block ended by a mark, and gives for each entry its depth and name, its
+/// type, mode, owner, mtime and xattrs, and a file's size, sha256 and
+/// hardlink group (the ordinal of its inode's first name in the walk), a
+/// symlink's target or a device's number; every variable-length part is
+/// length-prefixed. It encodes at least what [`manifest`] shows.
+pub fn fingerprint(tree: &Tree) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"hardmerge tree fingerprint 1\0");
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let bytes = |buf: &mut Vec<u8>, b: &[u8]| {
+        buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        buf.extend_from_slice(b);
+    };
+    let mut group: HashMap<InodeId, u64> = HashMap::new();
+    let mut stack: Vec<(NodeId, u32)> = vec![(Tree::ROOT, 0)];
+    let mut children: Vec<NodeId> = Vec::new();
+    while let Some((dir, depth)) = stack.pop() {
+        children.clear();
+        for (name, id) in tree.children(dir) {
+            let node = tree.node(id);
+            let meta = tree.meta(id);
+            buf.extend_from_slice(&(depth + 1).to_le_bytes());
+            bytes(&mut buf, name);
+            let tag: u8 = match &node.kind {
+                Kind::Dir(_) => 0,
+                Kind::File(_) => 1,
+                Kind::Symlink(_) => 2,
+                Kind::Fifo => 3,
+                Kind::Socket => 4,
+                Kind::Char(_) => 5,
+                Kind::Block(_) => 6,
+            };
+            buf.push(tag);
+            buf.extend_from_slice(&meta.mode.to_le_bytes());
+            buf.extend_from_slice(&meta.uid.to_le_bytes());
+            buf.extend_from_slice(&meta.gid.to_le_bytes());
+            buf.extend_from_slice(&meta.mtime.to_le_bytes());
+            buf.extend_from_slice(&(meta.xattrs.len() as u64).to_le_bytes());
+            for (k, v) in &meta.xattrs {
+                bytes(&mut buf, k);
+                bytes(&mut buf, v);
+            }
+            match &node.kind {
+                Kind::Dir(_) => children.push(id),
+                Kind::File(i) => {
+                    let inode = tree.inode(*i);
+                    buf.extend_from_slice(&inode.size.to_le_bytes());
+                    buf.extend_from_slice(&inode.sha256);
+                    let next = group.len() as u64;
+                    let g = *group.entry(*i).or_insert(next);
+                    buf.extend_from_slice(&g.to_le_bytes());
+                }
+                Kind::Symlink(t) => bytes(&mut buf, t),
+                Kind::Char(r) | Kind::Block(r) => buf.extend_from_slice(&r.to_le_bytes()),
+                Kind::Fifo | Kind::Socket => {}
+            }
+            if buf.len() >= 60 * 1024 {
+                h.update(&buf);
+                buf.clear();
+            }
+        }
+        // Depth 0 ends the directory's entries (an empty directory is just
+        // this mark): with it the sequence of blocks has one reading.
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        // Its subdirectories are listed next, in name order.
+        stack.extend(children.iter().rev().map(|&c| (c, depth + 1)));
+    }
+    h.update(&buf);
+    h.finalize().into()
+}
+
 /// What a snapshot records of its tree: enough to rebuild the [`Tree`]
 /// (with every file's origin in the snapshot) without reading the disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -561,6 +639,137 @@ mod tests {
             tree.attach(dir, b"dev", dev);
         }
         tree
+    }
+
+    /// Every change a manifest shows changes the fingerprint, and so do
+    /// changes of shape that keep the same entries in a different place;
+    /// the same tree built again has the same fingerprint.
+    #[test]
+    fn fingerprints_tell_trees_apart() {
+        let base = sample(3, 20);
+        assert_eq!(fingerprint(&base), fingerprint(&sample(3, 20)));
+        let file = |t: &Tree, path: &[u8]| match t.node(t.lookup(path).unwrap()).kind {
+            Kind::File(i) => i,
+            ref k => panic!("{k:?}"),
+        };
+        type Change = Box<dyn Fn(&mut Tree)>;
+        let changes: Vec<(&str, Change)> = vec![
+            (
+                "mode",
+                Box::new(|t| t.meta_mut(t.lookup(b"d001").unwrap()).mode = 0o700),
+            ),
+            (
+                "uid",
+                Box::new(move |t| t.inode_mut(file(t, "d001/f0003\u{e9}".as_bytes())).meta.uid = 9),
+            ),
+            (
+                "gid",
+                Box::new(move |t| t.inode_mut(file(t, "d001/f0003\u{e9}".as_bytes())).meta.gid = 9),
+            ),
+            (
+                "mtime",
+                Box::new(|t| t.meta_mut(t.lookup(b"d002/ln\xff").unwrap()).mtime = 5),
+            ),
+            (
+                "xattr value",
+                Box::new(move |t| {
+                    t.inode_mut(file(t, "d000/f0005\u{e9}".as_bytes()))
+                        .meta
+                        .xattrs
+                        .insert(b"user.\xffk".to_vec(), vec![1]);
+                }),
+            ),
+            (
+                "xattr name",
+                Box::new(|t| {
+                    t.meta_mut(t.lookup(b"d000").unwrap())
+                        .xattrs
+                        .insert(b"user.x".to_vec(), Vec::new());
+                }),
+            ),
+            (
+                "size",
+                Box::new(move |t| t.inode_mut(file(t, "d002/f0001\u{e9}".as_bytes())).size += 1),
+            ),
+            (
+                "content",
+                Box::new(move |t| {
+                    t.inode_mut(file(t, "d002/f0001\u{e9}".as_bytes())).sha256[31] ^= 1
+                }),
+            ),
+            (
+                "target",
+                Box::new(|t| {
+                    let id = t.lookup(b"d000/ln\xff").unwrap();
+                    t.node_mut(id).kind = Kind::Symlink(b"../\xfd".to_vec());
+                }),
+            ),
+            (
+                "rdev",
+                Box::new(|t| {
+                    let id = t.lookup(b"d000/dev").unwrap();
+                    t.node_mut(id).kind = Kind::Block(259);
+                }),
+            ),
+            (
+                "rename",
+                Box::new(|t| {
+                    let id = t.lookup(b"d001/dev").unwrap();
+                    let d = t.lookup(b"d001").unwrap();
+                    t.detach(d, b"dev");
+                    t.attach(d, b"dew", id);
+                }),
+            ),
+            (
+                "move to a sibling folder",
+                Box::new(|t| {
+                    // an empty folder before the one that loses its entry: the
+                    // same blocks of entries, split at another place
+                    let empty = t.add_node(Node::dir(Meta::default()));
+                    t.attach(Tree::ROOT, b"c", empty);
+                    let d = t.lookup(b"d000").unwrap();
+                    let id = t.lookup(b"d000/dev").unwrap();
+                    t.detach(d, b"dev");
+                    t.attach(empty, b"dev", id);
+                }),
+            ),
+            (
+                "split a hardlink group",
+                Box::new(move |t| {
+                    let i = file(t, "d001/f0000\u{e9}".as_bytes());
+                    let copy = t.inode(i).clone();
+                    let j = t.add_inode(copy);
+                    let id = t.lookup("d001/f0000\u{e9}".as_bytes()).unwrap();
+                    t.node_mut(id).kind = Kind::File(j);
+                }),
+            ),
+        ];
+        let mut seen = std::collections::HashMap::new();
+        seen.insert(fingerprint(&base), "base");
+        for (what, change) in &changes {
+            let mut t = sample(3, 20);
+            change(&mut t);
+            let digest_changed = tree_digest(&t) != tree_digest(&base);
+            let fp = fingerprint(&t);
+            if let Some(other) = seen.insert(fp, what) {
+                panic!("{what} has the fingerprint of {other}");
+            }
+            // the fingerprint tells apart at least what the digest does
+            assert!(digest_changed, "{what} is not a change of the manifest");
+        }
+        // two empty folders and one with an entry, against the entry in
+        // the other folder: the end marks keep them apart
+        let shape = |first: bool| {
+            let mut t = Tree::new();
+            let a = t.add_node(Node::dir(Meta::default()));
+            let b = t.add_node(Node::dir(Meta::default()));
+            t.attach(Tree::ROOT, b"a", a);
+            t.attach(Tree::ROOT, b"b", b);
+            let x = t.add_node(Node::other(Kind::Fifo, Meta::default()));
+            t.attach(if first { a } else { b }, b"x", x);
+            t
+        };
+        assert_ne!(fingerprint(&shape(true)), fingerprint(&shape(false)));
     }
 
     /// `tree_digest` streams the manifest; it must hash exactly what
