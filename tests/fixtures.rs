@@ -111,7 +111,7 @@ fn fast_writer_is_serde_jsons_pretty_printing() {
         );
     });
     // 20,000 with_directory steps, each with its own mkfile source: 20,000
-    // nodes and 40,000 rewrites, past the writer's 16 × 1,024-item batches.
+    // nodes and 40,000 rewrites, past the writer's batches of 16 × 256 items.
     let mut ops = serde_json::Map::new();
     ops.insert("s".into(), serde_json::json!({"scratch": {}}));
     let mut prev = "s".to_string();
