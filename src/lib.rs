@@ -62,7 +62,9 @@
 //!
 //! **[`tree`]**: the in-memory model of a filesystem tree (an arena of nodes
 //! and inodes, each inode knowing where its bytes are), its canonical
-//! manifest and tree digest, and the record a snapshot keeps of it.
+//! manifest and tree digest, the tree's fingerprint (equal fingerprints,
+//! equal manifests: the stat cache finds an unchanged source's digest by
+//! it), and the record a snapshot keeps of it.
 //! - *Invariant*: walks are iterative and dropping a tree is flat, so depth
 //!   never overflows the stack. A manifest holds every full path, so its
 //!   size grows with the square of the depth: scans refuse sources with

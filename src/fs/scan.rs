@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::pattern::{Decision, Filter};
-use super::stat_cache::Stamp;
+use super::stat_cache::{Known, Stamp};
 pub use super::stat_cache::{StatCache, RACY_NS};
 use super::{join_rel, keep_open, now_nanos, open_below, path_of, read_entries, read_xattrs_at};
 use crate::tree::{Inode, InodeId, Kind, Meta, Node, NodeId, Origin, Tree};
@@ -140,21 +140,6 @@ impl ScanError {
     }
 }
 
-/// The xattrs of a regular file the stat cache vouches for (same stamp):
-/// they need not be read again. `full` gives the file's absolute path, the
-/// cache's key.
-fn cached_xattrs(
-    cache: Option<&StatCache>,
-    st: &FileStat,
-    full: impl FnOnce() -> Vec<u8>,
-) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
-    let cache = cache?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG || cache.is_empty() {
-        return None;
-    }
-    cache.xattrs(&full(), &Stamp::of(st))
-}
-
 /// Reads the directory `dir` (which must be a directory, not a symlink to
 /// one) into a tree. The root's own metadata is not recorded.
 ///
@@ -219,7 +204,6 @@ pub fn scan(dir: &Path, opts: ScanOptions) -> Result<Tree, ScanError> {
         links: HashMap::new(),
         jobs: Vec::new(),
         cache: stat_cache,
-        key: Vec::new(),
     };
     walker.build(listings)?;
     walker.prune_descended();
@@ -252,6 +236,8 @@ struct Listed {
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// A symlink's target.
     target: Vec<u8>,
+    /// What the stat cache knows of a regular file.
+    known: Option<Known>,
     /// A directory's listing (an index into [`Reader::listings`]).
     child: usize,
 }
@@ -465,7 +451,13 @@ impl<'a> Reader<'a> {
             }
         }
         let full = || self.full_path(&rel).into_os_string().into_vec();
-        let xattrs = match cached_xattrs(self.cache, &st, full) {
+        // A regular file's hash and xattrs, if the stat cache vouches for
+        // them (same stamp): they need not be read again.
+        let mut known = match self.cache {
+            Some(cache) if fmt == libc::S_IFREG => Some(cache.known(full, &Stamp::of(&st))),
+            _ => None,
+        };
+        let xattrs = match known.as_mut().and_then(|k| k.xattrs.take()) {
             Some(x) => x,
             None => {
                 read_xattrs_at(dir, &name, full).map_err(|e| self.err("read xattrs of", &rel, e))?
@@ -487,6 +479,7 @@ impl<'a> Reader<'a> {
             decision,
             xattrs,
             target,
+            known,
             child: 0,
         }))
     }
@@ -508,8 +501,6 @@ struct Walker<'a> {
     links: HashMap<(u64, u64), InodeId>,
     jobs: Vec<HashJob>,
     cache: Option<&'a mut StatCache>,
-    /// A buffer for stat cache keys (a file's absolute path).
-    key: Vec<u8>,
 }
 
 impl Walker<'_> {
@@ -548,7 +539,7 @@ impl Walker<'_> {
                         stack.push((l.child, id));
                         id
                     }
-                    libc::S_IFREG => self.file(&l.st, meta, l.rel),
+                    libc::S_IFREG => self.file(&l.st, meta, l.rel, l.known),
                     libc::S_IFLNK => {
                         meta.mode = 0o777;
                         self.tree
@@ -577,7 +568,7 @@ impl Walker<'_> {
 
     /// Adds a regular file: a new name of an inode already met, or a new
     /// inode, hashed now from the cache or later from disk.
-    fn file(&mut self, st: &FileStat, meta: Meta, rel: Vec<u8>) -> NodeId {
+    fn file(&mut self, st: &FileStat, meta: Meta, rel: Vec<u8>, known: Option<Known>) -> NodeId {
         let phys = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
             if let Some(&i) = self.links.get(&phys) {
@@ -587,16 +578,12 @@ impl Walker<'_> {
             }
         }
         let stamp = Stamp::of(st);
-        let cached = match self.cache.as_mut() {
-            Some(cache) => {
-                let key = &mut self.key;
-                key.clear();
-                key.extend_from_slice(&self.root_bytes);
-                key.push(b'/');
-                key.extend_from_slice(&rel);
-                cache.lookup(key, &stamp)
+        let cached = match (self.cache.as_mut(), known) {
+            (Some(cache), Some(known)) => {
+                cache.count(&known);
+                known.sha256
             }
-            None => None,
+            _ => None,
         };
         let job = cached.is_none().then(|| rel.clone());
         let (origin, link, stored_phys) = match self.origin {

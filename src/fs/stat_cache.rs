@@ -84,9 +84,22 @@ struct Loaded<'a> {
 }
 
 /// Where a key's live record is.
+#[derive(Clone, Copy, Debug)]
 enum Slot {
     Loaded(usize),
     Fresh,
+}
+
+/// What the cache knows of a file with a given stamp (see
+/// [`StatCache::known`]): a read-only look, which many threads can take at
+/// once; [`StatCache::count`] records it afterwards.
+#[derive(Debug)]
+pub(crate) struct Known {
+    slot: Option<Slot>,
+    /// The file's hash, when its record has the same stamp.
+    pub sha256: Option<[u8; 32]>,
+    /// The file's xattrs, when its record has the same stamp.
+    pub xattrs: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 /// Hashes of files from earlier scans, by absolute path, each valid while
@@ -401,26 +414,58 @@ impl StatCache {
         self.dirty
     }
 
-    /// The hash of the file at `key` when its stamp is `stamp`; counts a
-    /// hit or a miss, and marks the file seen.
-    pub(crate) fn lookup(&mut self, key: &[u8], stamp: &Stamp) -> Option<[u8; 32]> {
-        let hit = match self.find(key) {
+    /// What the cache knows of the file at `key` when its stamp is `stamp`.
+    /// `key` is only made when the cache holds something.
+    pub(crate) fn known(&self, key: impl FnOnce() -> Vec<u8>, stamp: &Stamp) -> Known {
+        let mut known = Known {
+            slot: None,
+            sha256: None,
+            xattrs: None,
+        };
+        if self.is_empty() {
+            return known;
+        }
+        let key = key();
+        known.slot = self.find(&key);
+        match known.slot {
             Some(Slot::Loaded(k)) => {
-                self.seen[k] = true;
                 let rec = self.loaded(k);
-                (rec.stamp == *stamp).then_some(rec.sha256)
+                if rec.stamp == *stamp {
+                    known.sha256 = Some(rec.sha256);
+                    known.xattrs = Some(decode_xattrs(rec.xattrs));
+                }
             }
             Some(Slot::Fresh) => {
-                let rec = &self.fresh[key];
-                (rec.stamp == *stamp).then_some(rec.sha256)
+                let rec = &self.fresh[&key];
+                if rec.stamp == *stamp {
+                    known.sha256 = Some(rec.sha256);
+                    known.xattrs = Some(rec.xattrs.clone());
+                }
             }
-            None => None,
-        };
-        match hit {
+            None => {}
+        }
+        known
+    }
+
+    /// Records that a scan used what [`StatCache::known`] found (valid while
+    /// the cache has not changed since): a hit or a miss, and the file seen.
+    pub(crate) fn count(&mut self, known: &Known) {
+        if let Some(Slot::Loaded(k)) = known.slot {
+            self.seen[k] = true;
+        }
+        match known.sha256 {
             Some(_) => self.hits += 1,
             None => self.misses += 1,
         }
-        hit
+    }
+
+    /// The hash of the file at `key` when its stamp is `stamp`; counts a
+    /// hit or a miss, and marks the file seen.
+    #[cfg(test)]
+    fn lookup(&mut self, key: &[u8], stamp: &Stamp) -> Option<[u8; 32]> {
+        let known = self.known(|| key.to_vec(), stamp);
+        self.count(&known);
+        known.sha256
     }
 
     /// Records the hash and xattrs of the file at `key`, replacing what
@@ -448,17 +493,9 @@ impl StatCache {
 
     /// The xattrs of the file at `key` when its stamp is `stamp` (a read
     /// that counts neither as a hit nor as a miss).
-    pub(crate) fn xattrs(&self, key: &[u8], stamp: &Stamp) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
-        match self.find(key)? {
-            Slot::Loaded(k) => {
-                let rec = self.loaded(k);
-                (rec.stamp == *stamp).then(|| decode_xattrs(rec.xattrs))
-            }
-            Slot::Fresh => {
-                let rec = &self.fresh[key];
-                (rec.stamp == *stamp).then(|| rec.xattrs.clone())
-            }
-        }
+    #[cfg(test)]
+    fn xattrs(&self, key: &[u8], stamp: &Stamp) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.known(|| key.to_vec(), stamp).xattrs
     }
 
     /// Forgets the file at `key`.
