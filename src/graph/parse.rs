@@ -1,7 +1,7 @@
 //! JSON text to [`Graph`]: the version 1 format of SPEC §2, with one clear
 //! error per mistake, naming the op and the field.
 //!
-//! Two readers share the top level. The direct reader ([`direct`]) makes
+//! Two readers share the top level. The direct reader (`parse/direct.rs`) makes
 //! each op straight from the text and gives up at the first thing wrong;
 //! only then does the worded reader read the text again, into a raw form
 //! whose maps keep their keys in order and reject duplicates, and check
@@ -175,7 +175,7 @@ impl<'de> Deserialize<'de> for RawTop {
 }
 
 /// Reads the top level; with `direct`, a graph's named ops are read by
-/// the direct reader (see [`direct`]).
+/// the direct reader (see `parse/direct.rs`).
 struct TopVisitor {
     direct: bool,
 }
